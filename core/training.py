@@ -1,0 +1,149 @@
+"""One SGD training step, used both by the real trainer and by the differentiable simulation.
+
+The step is functional: parameters, momentum buffers and model buffers go in and come out as
+dicts of tensors, so the simulation can keep the autograd graph across steps
+(``create_graph=True``) while the real trainer detaches after each step. Because both paths
+run this exact code, a simulation fed the true images reproduces thetaf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from core.recipe import Recipe
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ClipRule:
+    """If the global gradient norm exceeds ``threshold``, rescale the gradient to ``target_norm``.
+
+    torch's ``clip_grad_norm_(max_norm)`` is ``ClipRule(max_norm, max_norm)``; the SimuDy
+    reference uses ``ClipRule(20, 5)``. The rescaling is differentiable.
+    """
+
+    threshold: float
+    target_norm: float
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, lr: float | None = None) -> "SGDConfig":
+        o = recipe.optimizer
+        return cls(lr=o.lr if lr is None else lr, momentum=o.momentum,
+                   weight_decay=o.weight_decay, nesterov=o.nesterov)
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training: trainable parameters, SGD momentum buffers
+    (empty without momentum) and the model's buffers (BatchNorm statistics)."""
+
+    params: Tensors
+    momentum: Tensors
+    buffers: Tensors
+
+    def detached(self) -> "TrainState":
+        return TrainState({k: v.detach() for k, v in self.params.items()},
+                          {k: v.detach() for k, v in self.momentum.items()},
+                          {k: v.detach() for k, v in self.buffers.items()})
+
+
+def split_state_dict(model: nn.Module, state: Tensors) -> tuple[Tensors, Tensors]:
+    """Split a state dict into (trainable parameters, buffers) by the model's own naming."""
+    param_names = {n for n, _ in model.named_parameters()}
+    params = {k: v for k, v in state.items() if k in param_names}
+    buffers = {k: v for k, v in state.items() if k not in param_names}
+    return params, buffers
+
+
+def set_batchnorm_mode(model: nn.Module, mode: str) -> nn.Module:
+    """``frozen``: eval mode, running statistics used and never updated (the paper's protocol);
+    ``train``: batch statistics, running statistics updated."""
+    return model.train(mode == "train")
+
+
+def clip_by_global_norm(grads: list[torch.Tensor], rule: ClipRule) -> list[torch.Tensor]:
+    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    scale = torch.where(norm > rule.threshold, rule.target_norm / (norm + 1e-6),
+                        torch.ones_like(norm))
+    return [g * scale for g in grads]
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def training_step(model: nn.Module, state: TrainState, x: torch.Tensor, y: torch.Tensor,
+                  sgd: SGDConfig, *, clips: tuple[ClipRule, ...] = (), create_graph: bool = False,
+                  precision: str = "fp32") -> tuple[TrainState, torch.Tensor]:
+    """One step of mini-batch SGD on cross-entropy (mean over the batch), as torch.optim.SGD.
+
+    Gradient order: clip rules (the recipe's, then the simulation's), weight decay, momentum
+    (buffer = gradient at the first step), nesterov, update. With ``create_graph`` the result
+    stays differentiable with respect to ``x`` and to the incoming state.
+    """
+    names = list(state.params)
+    buffers = state.buffers
+    if model.training and buffers:
+        # BatchNorm updates running statistics in place; never write into the caller's tensors.
+        buffers = {k: v.clone() for k, v in buffers.items()}
+    with autocast_context(x.device, precision):
+        logits = functional_call(model, {**state.params, **buffers}, (x,))
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # loss and gradients accumulate in full precision
+    loss = F.cross_entropy(logits, y)
+    grads = list(torch.autograd.grad(loss, [state.params[n] for n in names],
+                                     create_graph=create_graph))
+    for rule in clips:
+        grads = clip_by_global_norm(grads, rule)
+    new_params, new_momentum = {}, {}
+    for name, g in zip(names, grads):
+        p = state.params[name]
+        if sgd.weight_decay:
+            g = g + sgd.weight_decay * p
+        if sgd.momentum:
+            prev = state.momentum.get(name)
+            buf = g if prev is None else sgd.momentum * prev + g
+            new_momentum[name] = buf
+            g = g + sgd.momentum * buf if sgd.nesterov else buf
+        new_params[name] = p - sgd.lr * g
+    return TrainState(new_params, new_momentum, buffers), loss.detach()
+
+
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    """Consecutive batches in fixed order; the last one may be smaller (drop_last=False)."""
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def epoch_orders(n: int, epochs: int, shuffle: bool, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    for _ in range(epochs):
+        yield torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with 4-pixel zero padding and horizontal flip (pretraining only)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dx = torch.randint(0, 9, (n,), generator=generator)
+    dy = torch.randint(0, 9, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    out[flip] = out[flip].flip(-1)
+    return out
