@@ -1,0 +1,3 @@
+from simudy.cli import main
+
+raise SystemExit(main())

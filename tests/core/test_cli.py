@@ -1,0 +1,90 @@
+"""``simudy train | reconstruct | evaluate`` end to end on a tiny case, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def simudy(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "simudy", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    np.savez(d / "data.npz", x=rng.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8),
+             y=np.arange(40) % 10)
+    (d / "recipe.json").write_text(json.dumps({
+        "architecture": "mlp", "arch_options": {"hidden": [32]}, "num_classes": 10,
+        "image_shape": [3, 8, 8], "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": 3,
+        "batch_size": 10, "shuffle": False, "batchnorm": "frozen"}))
+    return d
+
+
+def test_train_reconstruct_evaluate(workdir):
+    r = simudy("train", "--dataset", workdir / "data.npz", "--recipe", workdir / "recipe.json",
+               "--images-per-class", 2, "--seed", 0, "--out", workdir / "model")
+    assert r.returncode == 0, r.stderr
+    for name in ("theta0.safetensors", "thetaf.safetensors", "recipe.json", "train_images.npz"):
+        assert (workdir / "model" / name).exists()
+    with np.load(workdir / "model" / "train_images.npz") as z:
+        assert z["x"].shape == (20, 8, 8, 3) and sorted(z["y"].tolist()) == sorted(list(range(10)) * 2)
+
+    r = simudy("reconstruct", "--theta0", workdir / "model/theta0.safetensors",
+               "--thetaf", workdir / "model/thetaf.safetensors", "--recipe", workdir / "model/recipe.json",
+               "--num-images", 20, "--iterations", 5, "--out", workdir / "rec")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((workdir / "rec/summary.json").read_text())
+    assert summary["iterations"] == 5 and summary["num_images"] == 20
+    assert (workdir / "rec/grid.png").read_bytes().startswith(b"\x89PNG")
+    assert len((workdir / "rec/loss.csv").read_text().splitlines()) == 6
+    with np.load(workdir / "rec/reconstruction.npz") as z:
+        assert z["x"].dtype == np.uint8 and z["x"].shape == (20, 8, 8, 3)
+
+    r = simudy("evaluate", "--reconstruction", workdir / "rec/reconstruction.npz",
+               "--truth", workdir / "model/train_images.npz", "--out", workdir / "eval")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((workdir / "eval/metrics.json").read_text())
+    assert {"ssim_paper_mean", "ssim_mean", "psnr_mean", "pairs"} <= set(metrics)
+    assert len(metrics["pairs"]) == 20
+    assert (workdir / "eval/pairs.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_lr_search_from_the_cli(workdir):
+    if not (workdir / "model/thetaf.safetensors").exists():
+        pytest.skip("needs the trained model of the previous test")
+    (workdir / "s.json").write_text(json.dumps({"lr_search": {"candidates": [0.05, 0.01], "updates": 2}}))
+    r = simudy("reconstruct", "--theta0", workdir / "model/theta0.safetensors",
+               "--thetaf", workdir / "model/thetaf.safetensors", "--recipe", workdir / "model/recipe.json",
+               "--num-images", 20, "--iterations", 3, "--settings", workdir / "s.json",
+               "--out", workdir / "rec-lr")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((workdir / "rec-lr/summary.json").read_text())
+    assert [c["lr"] for c in summary["lr_search"]] == [0.05, 0.01]
+    assert summary["simulated_lr"] == min(summary["lr_search"], key=lambda c: c["score"])["lr"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["reconstruct", "--theta0", "missing.pt", "--thetaf", "missing.pt", "--recipe", "recipe.json",
+      "--num-images", "4", "--out", "o"], "cannot read checkpoint missing.pt"),
+    (["train", "--dataset", "data.npz", "--recipe", "nope.json", "--images-per-class", "1",
+      "--seed", "0", "--out", "o"], "cannot read recipe"),
+    (["train", "--dataset", "data.npz", "--recipe", "recipe.json", "--images-per-class", "9",
+      "--seed", "0", "--out", "o"], "class 0 has only 4 images"),
+    (["evaluate", "--reconstruction", "recipe.json", "--truth", "data.npz", "--out", "o"],
+     "not a readable npz"),
+    (["reconstruct", "--num-images", "3"], "the following arguments are required"),
+])
+def test_bad_input_exits_2_with_one_line(workdir, args, message):
+    r = simudy(*args, cwd=workdir)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
