@@ -1,0 +1,1 @@
+"""Alembic migrations: the only way the service's schema is made."""
