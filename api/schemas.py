@@ -1,0 +1,135 @@
+"""Request and response bodies (schema families: ``JobCreate`` in, ``JobPublic`` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.recipe import Recipe
+from core.settings import ReconstructionSettings
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+RECIPE_EXAMPLE = {"architecture": "mlp", "arch_options": {"hidden": [256]}, "num_classes": 10,
+                  "image_shape": [3, 32, 32], "optimizer": {"name": "sgd", "lr": 0.01},
+                  "epochs": 2, "batch_size": 4}
+SETTINGS_EXAMPLE = {"num_images": 8, "iterations": 200, "image_lr": 0.01, "seed": 0,
+                    "device": "auto", "progress_every": 10}
+
+
+class Message(BaseModel):
+    detail: str = Field(examples=["job not found"])
+
+
+class CheckpointPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "id": "5f0c8e3b9d2a4f6e8a1b2c3d4e5f6a7b", "sha256": "9f86d0...", "size_bytes": 104857,
+        "format": "safetensors", "num_tensors": 4, "num_parameters": 789258,
+        "created_at": "2025-01-01T00:00:00Z"}]})
+    id: str
+    sha256: str
+    size_bytes: int
+    format: Literal["safetensors", "pytorch"]
+    num_tensors: int
+    num_parameters: int
+    created_at: datetime
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "theta0": "5f0c8e3b9d2a4f6e8a1b2c3d4e5f6a7b", "thetaf": "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "recipe": RECIPE_EXAMPLE, "settings": SETTINGS_EXAMPLE, "name": "audit run 1"}]})
+    theta0: str = Field(..., description="checkpoint id of the initial weights")
+    thetaf: str = Field(..., description="checkpoint id of the final weights")
+    recipe: Recipe
+    settings: ReconstructionSettings
+    name: str | None = Field(None, max_length=200)
+
+
+class Progress(BaseModel):
+    iteration: int
+    iterations: int
+    fraction: float
+    loss: float | None
+    eta_seconds: float | None
+
+
+class LrCandidatePublic(BaseModel):
+    lr: float
+    score: float | None
+    status: str
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "c0ffee00c0ffee00c0ffee00c0ffee00", "name": "audit run 1", "status": "running",
+        "progress": {"iteration": 120, "iterations": 200, "fraction": 0.6, "loss": 0.0123,
+                     "eta_seconds": 42.0},
+        "error": None, "created_at": "2025-01-01T00:00:00Z", "started_at": "2025-01-01T00:00:02Z",
+        "finished_at": None, "worker": "celery@gpu-1", "attempts": 1, "phase": "run",
+        "theta0": "5f0c8e3b9d2a4f6e8a1b2c3d4e5f6a7b", "thetaf": "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "lr_search": None, "chosen_lr": None, "cancel_requested": False, "resumed_from": None}]})
+    id: str
+    name: str | None
+    status: JobStatus
+    phase: Literal["lr_search", "run"]
+    progress: Progress
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    attempts: int
+    theta0: str
+    thetaf: str
+    lr_search: list[LrCandidatePublic] | None
+    chosen_lr: float | None
+    cancel_requested: bool
+    resumed_from: int | None = Field(None, description="iteration the last run resumed from")
+    recipe: dict[str, Any]
+    settings: dict[str, Any]
+    summary: dict[str, Any] | None = None
+
+
+class JobList(BaseModel):
+    data: list[JobPublic]
+    count: int
+    next_cursor: str | None
+
+
+class LossPointPublic(BaseModel):
+    iteration: int
+    loss: float | None
+    cosine: float | None
+    tv: float | None
+
+
+class LossCurve(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"points": [
+        {"iteration": 10, "loss": 0.5, "cosine": 0.4, "tv": 0.01}]}]})
+    points: list[LossPointPublic]
+
+
+class Metrics(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"metrics": {
+        "ssim_paper_mean": 0.41, "ssim_mean": 0.38, "psnr_mean": 14.2, "pairs": []}}]})
+    metrics: dict[str, Any]
+
+
+class AuditEventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    action: str
+    object_type: str
+    object_id: str
+    api_key_id: str | None
+    detail: dict[str, Any] | None
+    created_at: datetime
+
+
+class AuditList(BaseModel):
+    data: list[AuditEventPublic]
+    count: int
+    next_cursor: str | None
