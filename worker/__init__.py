@@ -1,0 +1,1 @@
+"""Celery workers: claim a job, load its inputs, call the engine, report, store results."""

@@ -1,0 +1,114 @@
+"""Celery tasks. They receive ids only; everything else is read from the database."""
+
+from __future__ import annotations
+
+import logging
+
+import torch  # noqa: F401 - imported once in the parent so each fresh child starts fast (no CUDA init)
+from celery import signals
+
+from api.settings import get_settings
+from worker.celery_app import get_app
+
+log = logging.getLogger(__name__)
+app = get_app()
+TRANSIENT_RETRIES = 5
+
+
+@signals.worker_process_init.connect
+def _fresh_connections(**_: object) -> None:
+    """A forked child must not share the parent's database connections."""
+    from api.db.session import engine_for
+
+    engine_for.cache_clear()
+
+
+@signals.worker_ready.connect
+def _start_sweep(sender=None, **_: object) -> None:  # noqa: ANN001
+    from worker.sweep import SweepThread
+
+    SweepThread(get_settings()).start()
+
+
+@signals.worker_shutting_down.connect
+def _stop_children(**_: object) -> None:
+    """Warm shutdown: ask the running job to save its state and give itself back."""
+    import os
+    import signal
+
+    import billiard
+
+    for child in billiard.process.active_children():
+        try:
+            os.kill(child.pid, signal.SIGTERM)
+        except (OSError, TypeError):
+            pass
+
+
+def _transient(err: BaseException) -> bool:
+    from sqlalchemy.exc import OperationalError
+
+    from api.storage import StorageError
+
+    return isinstance(err, (OperationalError, StorageError))
+
+
+@app.task(name="simudy.run_job", bind=True, max_retries=TRANSIENT_RETRIES)
+def run_job(self, job_id: str) -> str:  # noqa: ANN001
+    from worker.run import run_job as run
+
+    try:
+        outcome = run(job_id, worker=self.request.hostname or "worker", settings=get_settings())
+    except Exception as err:
+        if not _transient(err):
+            raise
+        log.warning("job %s: transient failure, retrying: %s", job_id, err)
+        _give_back(job_id)
+        raise self.retry(exc=err, countdown=5 * (self.request.retries + 1))
+    log.info("job %s: %s", job_id, outcome)
+    return outcome
+
+
+@app.task(name="simudy.score_lr", bind=True, max_retries=TRANSIENT_RETRIES)
+def score_lr(self, job_id: str, index: int) -> str:  # noqa: ANN001
+    from worker.lr import score_lr as score
+
+    try:
+        outcome = score(job_id, index, settings=get_settings())
+    except Exception as err:
+        if not _transient(err):
+            raise
+        _give_back_candidate(job_id, index)
+        raise self.retry(exc=err, countdown=5 * (self.request.retries + 1))
+    log.info("job %s lr candidate %d: %s", job_id, index, outcome)
+    return outcome
+
+
+def _give_back(job_id: str) -> None:
+    from sqlalchemy import update
+
+    from api.db.models import Job
+    from api.db.session import session_scope
+
+    try:
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                      .values(status="queued", lease_token=None))
+    except Exception:  # noqa: BLE001 - the sweep will re-queue it after the heartbeat timeout
+        pass
+
+
+def _give_back_candidate(job_id: str, index: int) -> None:
+    from sqlalchemy import update
+
+    from api.db.models import LrCandidate
+    from api.db.session import session_scope
+
+    try:
+        with session_scope() as s:
+            s.execute(update(LrCandidate).where(LrCandidate.job_id == job_id,
+                                                LrCandidate.index == index,
+                                                LrCandidate.status == "running")
+                      .values(status="pending"))
+    except Exception:  # noqa: BLE001
+        pass
