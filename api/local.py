@@ -1,0 +1,60 @@
+"""``simudy local``: everything on one machine with the embedded defaults (SQLite, a broker in
+a SQLite file, objects in ``var/objects``), CPU: migrate, make a local team and key on first
+start, run one worker as a child process and the API in the foreground. Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+LOCAL_TEAM = "local"
+
+
+def ensure_key(key_file: Path) -> str:
+    from api.crud.teams import authenticate, create_key, create_team
+    from api.db.models import Team
+    from api.db.session import session_scope
+
+    with session_scope() as s:
+        if key_file.is_file():
+            key = key_file.read_text().strip()
+            if authenticate(s, key=key) is not None:
+                return key
+        team = s.query(Team).filter_by(name=LOCAL_TEAM).one_or_none() or create_team(s, name=LOCAL_TEAM)
+        _, key = create_key(s, team=team)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    return key
+
+
+def run_local(*, host: str, port: int, key_file: str) -> int:
+    os.environ.setdefault("SIMUDY_DEVICE", "cpu")
+    Path("var").mkdir(exist_ok=True)
+    from api.db.migrate import upgrade
+    from api.settings import get_settings
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    key = ensure_key(Path(key_file))
+    print(f"API key (also in {key_file}):\n{key}", flush=True)
+    worker = subprocess.Popen([sys.executable, "-m", "simudy", "worker", "--loglevel", "WARNING"],
+                              env={**os.environ, "SIMUDY_DEVICE": os.environ["SIMUDY_DEVICE"]})
+    try:
+        import uvicorn
+
+        from api.main import create_app
+
+        print(f"API on http://{host}:{port} (docs: /docs); worker pid {worker.pid}", flush=True)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
