@@ -1,0 +1,207 @@
+"""HTTP behaviour that needs no worker: auth, validation, uploads, limits, team isolation."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import boto3
+import pytest
+from sqlalchemy import func, select
+
+from tests.service.helpers import RECIPE, settings, submit, tiny_target, upload, upload_pair
+
+
+def _objects(env: dict) -> list[str]:
+    s3 = boto3.client("s3", endpoint_url=env["SIMUDY_S3_ENDPOINT_URL"], region_name="us-east-1")
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=env["bucket"]).get("Contents", [])]
+
+
+def _checkpoint_rows() -> int:
+    from api.db.models import Checkpoint
+    from api.db.session import session_scope
+
+    with session_scope() as s:
+        return s.scalar(select(func.count()).select_from(Checkpoint))
+
+
+def test_health_and_readiness(app_client):
+    assert app_client.get("/healthz").json() == {"status": "ok"}
+    r = app_client.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
+
+
+def test_readiness_names_what_is_down(app_client, monkeypatch):
+    from api.routes import health
+
+    def broken() -> None:
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(health, "_check_broker", broken)
+    r = app_client.get("/readyz")
+    assert r.status_code == 503
+    assert "broker" in r.json()["detail"] and r.json()["checks"]["database"] == "ok"
+
+
+def test_openapi_has_examples(app_client):
+    spec = app_client.get("/openapi.json").json()
+    assert "/v1/jobs/{job_id}/grid.png" in spec["paths"]
+    assert spec["components"]["schemas"]["JobCreate"].get("examples")
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Bearer sdk_000000000000_x", "Basic abc"])
+def test_requests_without_a_valid_key_are_refused(app_client, header):
+    headers = {"Authorization": header} if header else {}
+    r = app_client.get("/v1/jobs", headers=headers)
+    assert r.status_code == 401
+    assert isinstance(r.json()["detail"], str)
+
+
+def test_revoked_key_stops_working(app_client, service_env):
+    from api.crud.teams import create_key, create_team, revoke_key
+    from api.db.session import session_scope
+
+    with session_scope() as s:
+        _, key = create_key(s, team=create_team(s, name="revoke-me"))
+    headers = {"Authorization": f"Bearer {key}"}
+    assert app_client.get("/v1/jobs", headers=headers).status_code == 200
+    with session_scope() as s:
+        revoke_key(s, id_or_prefix=key.split("_")[1])
+    assert app_client.get("/v1/jobs", headers=headers).status_code == 401
+
+
+def test_upload_inspects_and_deduplicates(app_client, teams):
+    t0, _, _ = tiny_target()
+    first = upload(app_client, teams["a"], t0)
+    assert first.status_code in (200, 201), first.text
+    body = first.json()
+    assert body["format"] == "safetensors" and body["num_tensors"] == 3
+    assert body["num_parameters"] == 3 * 8 * 8 * 32 + 32 + 32 * 4
+    again = upload(app_client, teams["a"], t0)
+    assert again.status_code == 200 and again.json()["id"] == body["id"]
+    other_team = upload(app_client, teams["b"], t0)
+    assert other_team.json()["id"] != body["id"]
+
+
+def test_malicious_pickle_is_refused_and_never_runs(app_client, teams, service_env):
+    marker = Path(tempfile.gettempdir()) / f"simudy-pwned-{os.getpid()}"
+    marker.unlink(missing_ok=True)
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    import io
+
+    import torch
+
+    zipped = io.BytesIO()
+    torch.save({"weight": Payload()}, zipped)  # the torch zip format, as a .pt would be
+    rows, objects = _checkpoint_rows(), _objects(service_env)
+    for data in (pickle.dumps({"weight": Payload()}, protocol=2), zipped.getvalue()):
+        r = upload(app_client, teams["a"], data, name="evil.pt")
+        assert r.status_code == 422, r.text
+        assert not marker.exists(), "the pickled payload ran"
+    assert _checkpoint_rows() == rows and _objects(service_env) == objects
+
+
+def test_garbage_upload_is_422_not_500(app_client, teams):
+    r = upload(app_client, teams["a"], b"not a checkpoint at all" * 10, name="x.safetensors")
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+    r = app_client.post("/v1/checkpoints", headers=teams["a"], files={"other": ("x", b"1")})
+    assert r.status_code == 422 and "file" in r.json()["detail"]
+
+
+def test_upload_over_the_limit_is_413_and_leaves_nothing(app_client, teams, service_env):
+    rows, objects = _checkpoint_rows(), _objects(service_env)
+    spool_before = set(Path(tempfile.gettempdir()).glob("simudy-upload-*"))
+    big = os.urandom(int(service_env["SIMUDY_MAX_UPLOAD_BYTES"]) + 1)
+    r = upload(app_client, teams["a"], big)
+    assert r.status_code == 413, r.text
+    assert _checkpoint_rows() == rows and _objects(service_env) == objects
+    assert set(Path(tempfile.gettempdir()).glob("simudy-upload-*")) == spool_before
+
+
+def test_submit_validates_before_queueing(app_client, teams):
+    theta0, thetaf = upload_pair(app_client, teams["a"])
+    base = {"theta0": theta0, "thetaf": thetaf, "recipe": RECIPE}
+    cases = [
+        ({**base, "settings": settings(iterations=10**6)}, "iterations"),
+        ({**base, "settings": {**settings(), "num_images": 1000}}, "num_images"),
+        ({**base, "settings": {**settings(), "bogus": 1}}, "bogus"),
+        ({**base, "recipe": {**RECIPE, "arch_options": {"hidden": [64]}}, "settings": settings()},
+         "expects [64, 192]"),
+        ({**base, "thetaf": theta0, "settings": settings()}, "identical"),
+        ({**base, "theta0": "nope", "settings": settings()}, "theta0"),
+    ]
+    for body, needle in cases:
+        r = app_client.post("/v1/jobs", headers=teams["a"], json=body)
+        assert r.status_code == 422, (needle, r.text)
+        assert needle in r.json()["detail"], (needle, r.json())
+
+
+def test_team_isolation_on_every_endpoint(app_client, teams):
+    job = submit(app_client, teams["a"], iterations=5)
+    jid = job["id"]
+    b = teams["b"]
+    for method, path in [("get", f"/v1/jobs/{jid}"), ("get", f"/v1/jobs/{jid}/loss"),
+                         ("get", f"/v1/jobs/{jid}/loss?format=csv"),
+                         ("get", f"/v1/jobs/{jid}/grid.png"),
+                         ("get", f"/v1/jobs/{jid}/reconstruction.npz"),
+                         ("get", f"/v1/jobs/{jid}/pairs.png"), ("get", f"/v1/jobs/{jid}/metrics"),
+                         ("post", f"/v1/jobs/{jid}/cancel"), ("delete", f"/v1/jobs/{jid}")]:
+        r = getattr(app_client, method)(path, headers=b)
+        assert r.status_code == 404, (path, r.status_code)
+    r = app_client.post(f"/v1/jobs/{jid}/truth", headers=b, files={"file": ("t.npz", b"x")})
+    assert r.status_code == 404
+    assert jid not in [j["id"] for j in app_client.get("/v1/jobs", headers=b).json()["data"]]
+    assert jid not in [e["object_id"] for e in app_client.get("/v1/audit", headers=b).json()["data"]]
+    # team b cannot use team a's checkpoints either
+    r = app_client.post("/v1/jobs", headers=b, json={"theta0": job["theta0"], "thetaf": job["thetaf"],
+                                                    "recipe": RECIPE, "settings": settings()})
+    assert r.status_code == 422 and "no checkpoint" in r.json()["detail"]
+    # the owner still sees it
+    assert app_client.get(f"/v1/jobs/{jid}", headers=teams["a"]).status_code == 200
+
+
+def test_list_is_paginated_newest_first_and_filtered(app_client, service_env):
+    from api.crud.teams import create_key, create_team
+    from api.db.session import session_scope
+
+    with session_scope() as s:
+        _, key = create_key(s, team=create_team(s, name="pager"))
+    h = {"Authorization": f"Bearer {key}"}
+    ids = [submit(app_client, h, iterations=5)["id"] for _ in range(3)]
+    app_client.post(f"/v1/jobs/{ids[0]}/cancel", headers=h)
+    seen, cursor = [], None
+    while True:
+        page = app_client.get("/v1/jobs", headers=h, params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        assert page["count"] == len(page["data"]) <= 2
+        seen += [j["id"] for j in page["data"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ids[::-1]
+    cancelled = app_client.get("/v1/jobs", headers=h, params={"status": "cancelled"}).json()
+    assert [j["id"] for j in cancelled["data"]] == [ids[0]]
+    assert app_client.get("/v1/jobs", headers=h, params={"cursor": "!!"}).status_code == 400
+    for jid in ids[1:]:
+        assert app_client.post(f"/v1/jobs/{jid}/cancel", headers=h).json()["status"] == "cancelled"
+    actions = [e["action"] for e in app_client.get("/v1/audit", headers=h).json()["data"]]
+    assert actions.count("submit") == 3 and actions.count("cancel") == 3 and "upload" in actions
+
+
+def test_storage_keys_cannot_escape(tmp_path):
+    from api.storage.local import LocalStore
+
+    store = LocalStore(tmp_path / "objects")
+    for bad in ("../x", "a/../../x", "/etc/passwd", "a//b", ".hidden", "a/./b"):
+        with pytest.raises(ValueError):
+            store.put_bytes(bad, b"1")
+    store.put_bytes("teams/t/jobs/j/grid.png", b"png")
+    assert store.get_bytes("teams/t/jobs/j/grid.png") == b"png"
+    store.delete_prefix("teams/t/jobs/j/")
+    assert store.list_keys() == []
