@@ -26,12 +26,16 @@ def with_lr(settings: ReconstructionSettings, lr: float) -> ReconstructionSettin
 
 def score_candidate(theta0: Tensors, thetaf: Tensors, recipe: Recipe,
                     settings: ReconstructionSettings, lr: float, *,
-                    device: torch.device | None = None) -> dict[str, Any]:
+                    device: torch.device | None = None, on_progress=None,
+                    should_stop=None) -> dict[str, Any] | None:
+    """Run one candidate for ``lr_search.updates`` image updates; None if ``should_stop()``
+    stopped it first."""
     search = settings.lr_search
     assert search is not None, "score_candidate needs settings.lr_search"
     trial = with_lr(settings, lr).model_copy(update={"iterations": search.updates})
     recon = get_method(settings.method)(theta0, thetaf, recipe, trial, device=device)
-    recon.run()
+    if not recon.run(on_progress=on_progress, should_stop=should_stop):
+        return None
     losses = [h["loss"] for h in recon.history_dicts()]
     window = losses[-search.score_window:]
     return {"lr": lr, "score": sum(window) / len(window), "losses": losses}

@@ -28,10 +28,16 @@ def workdir(tmp_path_factory):
     return d
 
 
-def test_train_reconstruct_evaluate(workdir):
+@pytest.fixture(scope="module")
+def trained(workdir):
     r = simudy("train", "--dataset", workdir / "data.npz", "--recipe", workdir / "recipe.json",
                "--images-per-class", 2, "--seed", 0, "--out", workdir / "model")
     assert r.returncode == 0, r.stderr
+    return workdir
+
+
+def test_train_reconstruct_evaluate(trained):
+    workdir = trained
     for name in ("theta0.safetensors", "thetaf.safetensors", "recipe.json", "train_images.npz"):
         assert (workdir / "model" / name).exists()
     with np.load(workdir / "model" / "train_images.npz") as z:
@@ -57,9 +63,8 @@ def test_train_reconstruct_evaluate(workdir):
     assert (workdir / "eval/pairs.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_lr_search_from_the_cli(workdir):
-    if not (workdir / "model/thetaf.safetensors").exists():
-        pytest.skip("needs the trained model of the previous test")
+def test_lr_search_from_the_cli(trained):
+    workdir = trained
     (workdir / "s.json").write_text(json.dumps({"lr_search": {"candidates": [0.05, 0.01], "updates": 2}}))
     r = simudy("reconstruct", "--theta0", workdir / "model/theta0.safetensors",
                "--thetaf", workdir / "model/thetaf.safetensors", "--recipe", workdir / "model/recipe.json",
