@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import RecipeError
+
+M = TypeVar("M", bound=BaseModel)
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -84,16 +86,20 @@ class Recipe(BaseModel):
         return self.model_copy(update={"augment": False})
 
 
-def parse_recipe(data: dict[str, Any] | str | bytes) -> Recipe:
-    """Validate a recipe given as a dict or JSON text; raise ``RecipeError`` naming the field."""
+def parse_json_model(model: type[M], data: dict[str, Any] | str | bytes, what: str) -> M:
+    """Validate a dict or JSON text into ``model``; raise ``RecipeError`` naming the field."""
     try:
         if isinstance(data, (str, bytes)):
             data = json.loads(data)
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except json.JSONDecodeError as err:
-        raise RecipeError(f"recipe is not valid JSON: {err}") from None
+        raise RecipeError(f"{what} is not valid JSON: {err}") from None
     except ValidationError as err:
-        raise RecipeError(f"invalid recipe: {format_validation_error(err)}") from None
+        raise RecipeError(f"invalid {what}: {format_validation_error(err)}") from None
+
+
+def parse_recipe(data: dict[str, Any] | str | bytes) -> Recipe:
+    return parse_json_model(Recipe, data, "recipe")
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -3,13 +3,11 @@ model was trained). Defaults follow the authors' reference code."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.errors import RecipeError
-from core.recipe import format_validation_error
+from core.recipe import parse_json_model
 
 PAPER_LR_GRID = tuple(round(0.001 * k, 3) for k in range(20, 0, -1))  # 0.020, 0.019, ..., 0.001
 
@@ -74,11 +72,4 @@ class ReconstructionSettings(BaseModel):
 
 
 def parse_settings(data: dict[str, Any] | str | bytes) -> ReconstructionSettings:
-    try:
-        if isinstance(data, (str, bytes)):
-            data = json.loads(data)
-        return ReconstructionSettings.model_validate(data)
-    except json.JSONDecodeError as err:
-        raise RecipeError(f"settings are not valid JSON: {err}") from None
-    except ValidationError as err:
-        raise RecipeError(f"invalid settings: {format_validation_error(err)}") from None
+    return parse_json_model(ReconstructionSettings, data, "settings")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -13,8 +11,7 @@ from api.db.models import Checkpoint, Job
 from api.db.session import session_scope, with_db_retry
 from api.settings import Settings
 from api.storage import get_store
-from api.storage.base import retrying
-from core.checkpoints import load_checkpoint
+from api.storage.base import load_stored_checkpoints
 from core.recipe import Recipe, parse_recipe
 from core.settings import ReconstructionSettings, parse_settings
 
@@ -37,12 +34,7 @@ def load_inputs(job_id: str) -> JobInputs:
             return (job, s.get(Checkpoint, job.theta0_id), s.get(Checkpoint, job.thetaf_id))
     job, c0, cf = with_db_retry(read)
     store = get_store()
-    with tempfile.TemporaryDirectory(prefix="simudy-job-") as tmp:
-        tensors = []
-        for ckpt in (c0, cf):
-            path = Path(tmp) / ckpt.id
-            retrying(lambda: store.get_file(ckpt.storage_key, path))
-            tensors.append(load_checkpoint(path))
+    tensors = load_stored_checkpoints(store, [c0.storage_key, cf.storage_key])
     return JobInputs(job_id=job.id, team_id=job.team_id, recipe=parse_recipe(job.recipe),
                      settings=parse_settings(job.settings), chosen_lr=job.chosen_lr,
                      theta0=tensors[0], thetaf=tensors[1])

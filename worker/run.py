@@ -163,7 +163,7 @@ def _run_claimed(job_id: str, token: str, hb: leases.Heartbeat, stop: StopSignal
         if isinstance(err, SoftTimeLimitExceeded):
             leases.finish(job_id, token, "failed", error="time limit exceeded")
             return "failed"
-        if _transient(err):
+        if is_transient(err):
             raise
         log.exception("job %s failed", job_id)
         leases.finish(job_id, token, "failed", error=f"internal error: {type(err).__name__}: {err}")
@@ -224,7 +224,8 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _transient(err: BaseException) -> bool:
+def is_transient(err: BaseException) -> bool:
+    """Storage and database hiccups: the task is retried (and resumes from its state)."""
     from sqlalchemy.exc import OperationalError
 
     from api.storage import StorageError

@@ -9,6 +9,7 @@ from celery import signals
 
 from api.settings import get_settings
 from worker.celery_app import get_app
+from worker.run import is_transient
 
 log = logging.getLogger(__name__)
 app = get_app()
@@ -45,14 +46,6 @@ def _stop_children(**_: object) -> None:
             pass
 
 
-def _transient(err: BaseException) -> bool:
-    from sqlalchemy.exc import OperationalError
-
-    from api.storage import StorageError
-
-    return isinstance(err, (OperationalError, StorageError))
-
-
 @app.task(name="simudy.run_job", bind=True, max_retries=TRANSIENT_RETRIES)
 def run_job(self, job_id: str) -> str:  # noqa: ANN001
     from worker.run import run_job as run
@@ -60,7 +53,7 @@ def run_job(self, job_id: str) -> str:  # noqa: ANN001
     try:
         outcome = run(job_id, worker=self.request.hostname or "worker", settings=get_settings())
     except Exception as err:
-        if not _transient(err):
+        if not is_transient(err):
             raise
         log.warning("job %s: transient failure, retrying: %s", job_id, err)
         _give_back(job_id)
@@ -76,7 +69,7 @@ def score_lr(self, job_id: str, index: int) -> str:  # noqa: ANN001
     try:
         outcome = score(job_id, index, settings=get_settings())
     except Exception as err:
-        if not _transient(err):
+        if not is_transient(err):
             raise
         _give_back_candidate(job_id, index)
         raise self.retry(exc=err, countdown=5 * (self.request.retries + 1))

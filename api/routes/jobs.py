@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tempfile
-from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -25,9 +23,9 @@ from api.limits import limit_violations
 from api.schemas import (JobCreate, JobList, JobPublic, JobStatus, LossCurve, LossPointPublic,
                          LrCandidatePublic, Message, Metrics, Progress)
 from api.storage import ObjectStore
-from api.storage.base import job_key, job_prefix, retrying
+from api.storage.base import job_key, job_prefix, load_stored_checkpoints, retrying
 from api.uploads import receive_file
-from core.checkpoints import check_pair, load_checkpoint
+from core.checkpoints import check_pair
 from core.evaluation import evaluate_npz_bytes
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -57,13 +55,7 @@ def _job_or_404(session, key, job_id: str) -> Job:  # noqa: ANN001
 
 
 def _check_fit(store: ObjectStore, recipe, theta0: Checkpoint, thetaf: Checkpoint) -> None:  # noqa: ANN001
-    with tempfile.TemporaryDirectory(prefix="simudy-check-") as tmp:
-        states = []
-        for ckpt in (theta0, thetaf):
-            path = Path(tmp) / ckpt.id
-            retrying(lambda: store.get_file(ckpt.storage_key, path))
-            states.append(load_checkpoint(path))
-        check_pair(recipe, states[0], states[1])
+    check_pair(recipe, *load_stored_checkpoints(store, [theta0.storage_key, thetaf.storage_key]))
 
 
 @router.post("", status_code=201, response_model=JobPublic,

@@ -81,3 +81,19 @@ class ObjectStore(ABC):
     @abstractmethod
     def check(self) -> None:
         """Raise ``StorageError`` if the store cannot be used (readiness)."""
+
+
+def load_stored_checkpoints(store: "ObjectStore", storage_keys: list[str]) -> list[dict]:
+    """Fetch checkpoints from storage into a temporary folder and load them with the engine's
+    safe loader (the files never stay on local disk)."""
+    import tempfile
+
+    from core.checkpoints import load_checkpoint
+
+    states = []
+    with tempfile.TemporaryDirectory(prefix="simudy-ckpt-") as tmp:
+        for i, key in enumerate(storage_keys):
+            path = Path(tmp) / f"{i}.ckpt"
+            retrying(lambda: store.get_file(key, path))
+            states.append(load_checkpoint(path))
+    return states
