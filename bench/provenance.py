@@ -1,0 +1,47 @@
+"""Where a measurement came from: commit, dirty flag, torch version, device, machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.device import device_description
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def device_slug(device: torch.device) -> str:
+    """``cpu``, or the GPU's model: ``h100``, ``h200``, ``a100``, ``4090``."""
+    if device.type != "cuda":
+        return "cpu"
+    name = device_description(device).lower().replace("nvidia", "")
+    m = re.search(r"[a-z]*\d+[a-z]*", name)
+    return m.group(0) if m else re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "gpu"
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    status = _git("status", "--porcelain")
+    return {
+        "device": device_description(device),
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,98 @@
+"""The benchmark harness end to end on tiny synthetic data (8x8 images, the test-only cases
+``tiny``, ``tiny-unknown``, ``tiny-resnet``): result JSON, pairs grid, cache, BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from simudy.cli import main
+
+REQUIRED = ("case", "device", "ssim_paper_mean", "ssim_mean", "psnr_mean", "recovered_above_0.3",
+            "recovered_above_0.5", "iterations", "wall_seconds", "seconds_per_iteration",
+            "peak_memory_bytes", "baseline_memory_bytes", "torch", "commit", "dirty", "command", "settings",
+            "paper_ssim")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(0)
+    data = d / "data"
+    data.mkdir()
+    for name in ("cifar10_train.npz", "cifar10_pretrain_jpeg.npz", "cifar10_test.npz"):
+        np.savez(data / name, x=rng.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8),
+                 y=np.arange(40) % 10)
+    argv = ["bench", "tiny", "tiny-unknown", "--quick", "--data", str(data), "--out", str(d / "results"),
+            "--cache", str(d / "cache"), "--device", "cpu"]
+    assert main(argv) == 0
+    return d
+
+
+def test_case_result_has_every_key(bench_run):
+    result = json.loads((bench_run / "results" / "tiny-quick-cpu.json").read_text())
+    for key in REQUIRED:
+        assert key in result, key
+    assert result["case"] == "tiny" and result["quick"] is True and result["device"] == "cpu"
+    assert -1 <= result["ssim_paper_mean"] <= 1 and -1 <= result["ssim_mean"] <= 1
+    assert result["psnr_mean"] > 0
+    assert 0 <= result["recovered_above_0.5"] <= result["recovered_above_0.3"] <= 20
+    assert result["iterations"] == 5 and result["settings"]["iterations"] == 5
+    assert result["wall_seconds"] > 0 and result["seconds_per_iteration"] > 0
+    assert result["peak_memory_bytes"] > 10 * 2**20  # a Python process with torch
+    assert result["command"].startswith("simudy bench tiny") and "--quick" in result["command"]
+    assert result["target_indices"] == sorted(result["target_indices"]) and len(result["target_indices"]) == 20
+    assert (bench_run / "results" / result["grid"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((bench_run / "cache").glob("thetaf-*.safetensors"))
+
+
+def _run(bench_run, case):
+    return main(["bench", case, "--quick", "--data", str(bench_run / "data"), "--out",
+                 str(bench_run / "results"), "--cache", str(bench_run / "cache"), "--device", "cpu"])
+
+
+def test_lr_search_and_gradient_norm_ranking(bench_run):
+    result = json.loads((bench_run / "results" / "tiny-unknown-quick-cpu.json").read_text())
+    assert [s["lr"] for s in result["lr_search"]] == [0.01, 0.005]
+    assert result["simulated_lr"] in (0.01, 0.005) and result["true_lr"] == 0.01
+    assert result["num_true_images"] == 10 and result["num_dummy_images"] == 12
+    u = result["unknown_n"]
+    counts = [g["count"] if g else 0 for g in (u["matched"], u["unmatched"])]
+    assert sum(counts) == 12 and counts[0] <= 10
+    assert u["auc"] is None or 0 <= u["auc"] <= 1
+    assert u["paired"]["matched"]["count"] == 10 and u["paired"]["unmatched"]["count"] == 2
+    assert 0 <= u["paired"]["auc"] <= 1
+
+
+@pytest.mark.slow
+def test_pretrained_theta0_is_cached(bench_run, capsys):
+    from bench.cases import get_case
+    from bench.prepare import prepare
+
+    assert _run(bench_run, "tiny-resnet") == 0
+    result = json.loads((bench_run / "results" / "tiny-resnet-quick-cpu.json").read_text())
+    assert 0 <= result["theta0"]["test_accuracy"] <= 1 and result["theta0"]["num_images"] == 10
+    capsys.readouterr()
+    prep = prepare(get_case("tiny-resnet").quick(), bench_run / "data", bench_run / "cache", torch.device("cpu"))
+    assert "training" not in capsys.readouterr().err  # theta0 and thetaf come from the cache
+    assert prep.theta0_info["key"] == result["theta0"]["key"]
+
+
+def test_report(bench_run, tmp_path):
+    target = tmp_path / "BENCHMARKS.md"
+    assert main(["bench-report", "--results", str(bench_run / "results"), "--out", str(target)]) == 0
+    text = target.read_text()
+    assert "| tiny **quick** | cpu | 20 | 5 | 8 |" in text
+    assert "simudy bench tiny" in text and "tiny-quick-cpu.png" in text
+    assert "No profile yet" in text
+    assert "gradient-norm ranking of the 12 dummies" in text and "Estimated N" in text
+
+
+def test_bad_input(tmp_path, capsys):
+    assert main(["bench", "no-such-case", "--out", str(tmp_path)]) == 2
+    assert "unknown bench case" in capsys.readouterr().err
+    assert main(["bench", "tiny", "--quick", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "cifar10_train.npz" in capsys.readouterr().err
