@@ -43,7 +43,9 @@ def finalize(recon, *, lr_search: list[dict[str, Any]] | None = None) -> Reconst
         ranking = rank_images(norms)
     arrays = {"x": unit_to_uint8(result.images), "y": result.labels.numpy().astype(np.int64),
               "mean": np.asarray(recon.recipe.normalize.mean, dtype=np.float32),
-              "std": np.asarray(recon.recipe.normalize.std, dtype=np.float32)}
+              "std": np.asarray(recon.recipe.normalize.std, dtype=np.float32),
+              # the raw optimised images (NCHW, normalised space, unclamped): the paper scores these
+              "x_normalized": result.normalized.numpy().astype(np.float32)}
     captions = None
     if ranking:
         arrays["gradient_norm"] = np.asarray(ranking["gradient_norms"], dtype=np.float32)

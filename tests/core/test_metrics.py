@@ -59,3 +59,19 @@ def test_paper_mean_is_over_all_originals_and_in_normalised_space():
                 for i in range(2)]
     assert m["ssim_paper_mean"] == pytest.approx(sum(expected) / 4)
     assert m["pairs"][0]["ssim_paper"] >= m["pairs"][1]["ssim_paper"]
+
+
+def test_paper_ssim_uses_the_raw_normalised_images_when_given():
+    g = torch.Generator().manual_seed(3)
+    truth = torch.rand(3, 3, 16, 16, generator=g)
+    raw = unit_to_normalized(truth, CIFAR10_MEAN, CIFAR10_STD) * 1.5  # out of the [0, 1] range
+    clamped = (raw * torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+               + torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)).clamp(0, 1)
+    with_raw = evaluate(clamped, truth, CIFAR10_MEAN, CIFAR10_STD, recon_normalized=raw.double())
+    without = evaluate(clamped, truth, CIFAR10_MEAN, CIFAR10_STD)
+    o = unit_to_normalized(truth, CIFAR10_MEAN, CIFAR10_STD)[0].permute(1, 2, 0).double().numpy()
+    expected = structural_similarity(o, raw[0].permute(1, 2, 0).double().numpy(),
+                                     data_range=o.max() - o.min(), channel_axis=2)
+    assert [p for p in with_raw["pairs"] if p["original"] == 0][0]["ssim_paper"] == pytest.approx(expected)
+    assert with_raw["ssim_paper_mean"] != pytest.approx(without["ssim_paper_mean"])
+    assert with_raw["ssim_mean"] == pytest.approx(without["ssim_mean"])  # standard SSIM: [0, 1] images
