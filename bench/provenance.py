@@ -34,7 +34,7 @@ def device_slug(device: torch.device) -> str:
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
-    status = _git("status", "--porcelain")
+    status = _git("status", "--porcelain", "--untracked-files=no")  # results being written are untracked
     return {
         "device": device_description(device),
         "commit": _git("rev-parse", "HEAD"),
