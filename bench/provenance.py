@@ -34,7 +34,9 @@ def device_slug(device: torch.device) -> str:
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
-    status = _git("status", "--porcelain", "--untracked-files=no")  # results being written are untracked
+    # only code counts: the results and the generated table change while measuring
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md",
+                  ":!bench/results")
     return {
         "device": device_description(device),
         "commit": _git("rev-parse", "HEAD"),
