@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from core.simulation import SimulationPlan, _leaf
+from core.simulation import SimulationPlan, leaf_state
 from core.training import ClipRule, TrainState, training_step
 
 Tensors = dict[str, torch.Tensor]
@@ -30,7 +30,7 @@ def total_gradient_norms(plan: SimulationPlan, state0: TrainState, x: torch.Tens
     was_training = model.training
     x, y = x.detach(), y.detach()
     totals: dict[int, dict[str, torch.Tensor]] = {}
-    state = _leaf(state0)
+    state = leaf_state(state0)
 
     def sample_loss(params: Tensors, buffers: Tensors, xi: torch.Tensor, yi: torch.Tensor):
         logits = functional_call(model, {**params, **buffers}, (xi[None],))
@@ -49,7 +49,7 @@ def total_gradient_norms(plan: SimulationPlan, state0: TrainState, x: torch.Tens
                 acc[k] += g[k][local]
         state, _ = training_step(model, state, x[b], y[b], plan.sgd, clips=clips,
                                  precision=plan.precision)
-        state = _leaf(state.detached())
+        state = leaf_state(state.detached())
     return torch.stack([torch.sqrt(sum((t.double() ** 2).sum() for t in totals[i].values()))
                         for i in range(len(x))]).float().cpu()
 

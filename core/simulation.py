@@ -57,7 +57,7 @@ def run_steps(plan: SimulationPlan, state: TrainState, x: torch.Tensor, y: torch
         state, _ = training_step(plan.model, state, x[b], y[b], plan.sgd, clips=clips,
                                  create_graph=create_graph, precision=plan.precision)
         if not create_graph:
-            state = _leaf(state.detached())
+            state = leaf_state(state.detached())
     return state
 
 
@@ -66,7 +66,7 @@ def simulate(plan: SimulationPlan, state0: TrainState, x: torch.Tensor, y: torch
     return run_steps(plan, state0, x, y, range(plan.num_steps), clips, create_graph)
 
 
-def _leaf(state: TrainState) -> TrainState:
+def leaf_state(state: TrainState) -> TrainState:
     """Detached copies that require grad, so a step can differentiate with respect to them."""
     return TrainState({k: v.detach().requires_grad_() for k, v in state.params.items()},
                       {k: v.detach().requires_grad_() for k, v in state.momentum.items()},
@@ -103,7 +103,7 @@ def objective_and_image_grad(plan: SimulationPlan, objective: DisplacementObject
     gradient into ``x.grad``."""
     tv = batched_tv(x, plan.batches)
     if segment_steps <= 0:
-        final = simulate(plan, _leaf(state0), x, y, clips, create_graph=True)
+        final = simulate(plan, leaf_state(state0), x, y, clips, create_graph=True)
         cos = objective.cosine(final.params)
         loss = 1 - cos + objective.tv_weight * tv
         loss.backward(inputs=[x])  # never accumulate unused gradients into theta0
@@ -112,17 +112,17 @@ def objective_and_image_grad(plan: SimulationPlan, objective: DisplacementObject
     # Forward without a graph, keeping the state at each segment boundary.
     bounds = list(range(0, plan.num_steps, segment_steps)) + [plan.num_steps]
     x_const = x.detach()
-    saved = [_leaf(state0)]
+    saved = [leaf_state(state0)]
     for a, b in zip(bounds[:-1], bounds[1:]):
         saved.append(run_steps(plan, saved[-1], x_const, y, range(a, b), clips, create_graph=False))
-    final = _leaf(saved[-1])
+    final = leaf_state(saved[-1])
     cos = objective.cosine(final.params)
     loss = 1 - cos + objective.tv_weight * tv
     loss.backward(inputs=[x, *final.params.values()])
     carry = {("p", k): v.grad for k, v in final.params.items()}
     # Backward through each segment in reverse, recomputing it with a graph.
     for i in range(len(bounds) - 2, -1, -1):
-        start = _leaf(saved[i])
+        start = leaf_state(saved[i])
         end = run_steps(plan, start, x, y, range(bounds[i], bounds[i + 1]), clips, create_graph=True)
         outs, grads = [], []
         for kind, tensors in (("p", end.params), ("m", end.momentum)):
