@@ -261,13 +261,14 @@ class Workers:
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env, self.log_dir, self.procs = env, log_dir, []
 
-    def start(self, name: str) -> subprocess.Popen:
+    def start(self, name: str, **env: str) -> subprocess.Popen:
+        """Start a worker; ``env`` overrides settings for this worker only."""
         log = self.log_dir / f"worker-{name}.log"
         fh = open(log, "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "simudy", "worker", "--hostname", f"{name}@test",
              "--loglevel", "INFO"],
-            cwd=ROOT, env={**os.environ, **{k: v for k, v in self.env.items() if k != "bucket"}},
+            cwd=ROOT, env={**os.environ, **{k: v for k, v in self.env.items() if k != "bucket"}, **env},
             stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log = log  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -276,6 +277,17 @@ class Workers:
         assert proc.poll() is None, log.read_text()[-3000:]
         return proc
 
+    def stop(self, proc: subprocess.Popen) -> None:
+        """Warm shutdown (SIGTERM to the whole group), SIGKILL after 15 s."""
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
     def kill(self, proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -283,12 +295,7 @@ class Workers:
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=15)
-                except (subprocess.TimeoutExpired, ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+                self.stop(proc)
 
 
 @pytest.fixture(scope="module")

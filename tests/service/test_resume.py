@@ -62,3 +62,19 @@ def test_worker_shutdown_saves_state_and_gives_the_job_back(app_client, teams, w
     done = wait_job(app_client, a, job["id"], final, timeout=180)
     assert done["status"] == "succeeded" and done["worker"] == "next@test"
     assert done["resumed_from"] == row.state_iteration
+
+
+def test_time_limit_fails_the_job_readably_and_keeps_its_state(app_client, teams, workers):
+    a = teams["a"]
+    workers.stop_all()  # only the worker with the short limit may take the job
+    strict = workers.start("strict", SIMUDY_MAX_JOB_SECONDS="10")
+    try:
+        job = submit(app_client, a, iterations=5000)
+        done = wait_job(app_client, a, job["id"], final, timeout=120)
+    finally:
+        workers.stop(strict)
+    assert done["status"] == "failed" and done["worker"] == "strict@test"
+    assert "time limit of 10 s exceeded" in done["error"] and "state saved" in done["error"]
+    assert 0 < done["progress"]["iteration"] < 5000
+    row = _row(job["id"])
+    assert row.state_iteration >= done["progress"]["iteration"]  # resumable from there
