@@ -7,6 +7,7 @@ moves the parameters the way the real training did.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -128,7 +129,7 @@ class SimuDy:
                 f"out of GPU memory with {self.settings.num_images} images and "
                 f"{self.plan.num_steps} unrolled steps: lower num_images or simulated_epochs, or set "
                 "checkpoint_segments (e.g. 1) or precision bf16") from None
-        if not torch.isfinite(torch.tensor(value.loss)) or not torch.isfinite(self.images.grad).all():
+        if not math.isfinite(value.loss) or not torch.isfinite(self.images.grad).all():
             raise ReconstructionFailed(
                 f"the loss became non-finite at iteration {self.iteration + 1}: lower image_lr "
                 "or keep clipping enabled")
