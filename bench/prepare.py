@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,15 @@ def pretrained_theta0(p: Pretraining, data_dir: Path, cache: Path, device: torch
     key = content_key(recipe=p.recipe, data=file_sha256(data), per_class=p.per_class, seed=p.seed,
                       epochs=recipe.epochs)
     path, meta_path = cache / f"theta0-{key}.safetensors", cache / f"theta0-{key}.json"
+    recipe_path = cache / f"theta0-{key}.recipe.json"
+    cache.mkdir(parents=True, exist_ok=True)
+    recipe_path.write_text(json.dumps(p.recipe, indent=2) + "\n")
+    # The same theta0, by hand: the bench and `simudy train` share the seed, init and trainer.
+    command = (f"simudy train --dataset {os.path.relpath(data)} --recipe {os.path.relpath(recipe_path)} "
+               + (f"--images-per-class {p.per_class}" if p.per_class else "--all")
+               + f" --seed {p.seed} --eval {os.path.relpath(test)} --out DIR")
     if path.exists() and meta_path.exists():
-        return path, json.loads(meta_path.read_text())
+        return path, {**json.loads(meta_path.read_text()), "command": command}
     x, y = load_dataset(data)
     check_images_fit(x, recipe, p.data_file)
     if p.per_class:
@@ -94,8 +102,7 @@ def pretrained_theta0(p: Pretraining, data_dir: Path, cache: Path, device: torch
     acc = accuracy(model_for_recipe(recipe), theta0, to_normalized(tx, recipe), torch.from_numpy(ty),
                    device=device)
     meta = {"key": key, "recipe": p.recipe, "data_file": p.data_file, "num_images": int(len(x)),
-            "seed": p.seed, "test_file": p.test_file, "test_accuracy": acc}
-    cache.mkdir(parents=True, exist_ok=True)
+            "seed": p.seed, "test_file": p.test_file, "test_accuracy": acc, "command": command}
     save_safetensors(theta0, path)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     _log(f"theta0 test accuracy {acc:.4f}")

@@ -81,6 +81,24 @@ def test_pretrained_theta0_is_cached(bench_run, capsys):
     assert prep.theta0_info["key"] == result["theta0"]["key"]
 
 
+@pytest.mark.slow
+def test_pretrained_theta0_is_what_simudy_train_makes(bench_run, tmp_path):
+    """The command the report prints for theta0 rebuilds it bit for bit with `simudy train`."""
+    from core.checkpoints import load_checkpoint
+
+    assert _run(bench_run, "tiny-resnet") == 0
+    result = json.loads((bench_run / "results" / "tiny-resnet-quick-cpu.json").read_text())
+    argv = result["theta0"]["command"].split()
+    assert argv[:2] == ["simudy", "train"] and argv[-1] == "DIR" and "--images-per-class" in argv
+    assert main(argv[1:-1] + [str(tmp_path / "by-hand")]) == 0
+    by_hand = load_checkpoint(tmp_path / "by-hand" / "thetaf.safetensors")
+    cached = load_checkpoint(next((bench_run / "cache").glob(f"theta0-{result['theta0']['key']}.safetensors")))
+    assert by_hand.keys() == cached.keys()
+    assert all(torch.equal(by_hand[k], cached[k]) for k in cached)
+    summary = json.loads((tmp_path / "by-hand" / "train_summary.json").read_text())
+    assert summary["test_accuracy"] == result["theta0"]["test_accuracy"]
+
+
 def test_report(bench_run, tmp_path):
     target = tmp_path / "BENCHMARKS.md"
     assert main(["bench-report", "--results", str(bench_run / "results"), "--out", str(target)]) == 0
