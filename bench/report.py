@@ -1,5 +1,6 @@
 """``BENCHMARKS.md`` from ``bench/results/*.json``: every case beside the paper's SSIM and
-Table 3 cost, the command that made it and its pairs grid; then the cost profile."""
+Table 3 cost, the command that made it and its pairs grid (shown inline for full runs); then the
+cost profile."""
 
 from __future__ import annotations
 
@@ -122,6 +123,13 @@ def render(results: Path, target: Path) -> str:
         lines += ["", "## Details", ""] + more
     lines += ["", "## Commands", ""] + [f"- {r['case']}{' (quick)' if r['quick'] else ''}, {r['device']}: "
                                         f"`{r['command']}`" for r in rows]
+    shown = [r for r in rows if not r["quick"]]
+    if shown:
+        lines += ["", "## Grids", "", "Each original above its paired reconstruction, best pair first, "
+                  "with the pair's SSIM (paper protocol). Quick rows are left out: their images are noise.", ""]
+        for r in shown:
+            label = f"{r['case']}, {r['device']}: SSIM {r['ssim_paper_mean']:.4f}"
+            lines += [f"### {label}", "", f"![{label}]({image_dir}/{r['grid']})", ""]
     lines += ["", "## Cost profile", ""]
     lines += sum((profile_table(p) for p in profiles), []) or ["No profile yet (`simudy bench profile`).", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -106,7 +106,18 @@ def test_report(bench_run, tmp_path):
     assert "| tiny **quick** | cpu | 20 | 5 | 8 |" in text
     assert "simudy bench tiny" in text and "tiny-quick-cpu.png" in text
     assert "No profile yet" in text
+    assert "## Grids" not in text  # only quick rows, whose images are noise
     assert "gradient-norm ranking of the 12 dummies" in text and "Estimated N" in text
+
+
+def test_report_shows_the_grids_of_full_runs(bench_run, tmp_path):
+    result = json.loads((bench_run / "results" / "tiny-quick-cpu.json").read_text())
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "tiny-cpu.json").write_text(json.dumps({**result, "quick": False, "grid": "tiny-cpu.png"}))
+    assert main(["bench-report", "--results", str(results), "--out", str(tmp_path / "B.md")]) == 0
+    text = (tmp_path / "B.md").read_text()
+    assert f"![tiny, cpu: SSIM {result['ssim_paper_mean']:.4f}](results/tiny-cpu.png)" in text
 
 
 def test_bad_input(tmp_path, capsys):
