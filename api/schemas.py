@@ -27,14 +27,21 @@ class CheckpointPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
         "id": "5f0c8e3b9d2a4f6e8a1b2c3d4e5f6a7b", "sha256": "9f86d0...", "size_bytes": 104857,
         "format": "safetensors", "num_tensors": 4, "num_parameters": 789258,
-        "created_at": "2025-01-01T00:00:00Z"}]})
+        "filename": "thetaf.safetensors", "created_at": "2025-01-01T00:00:00Z"}]})
     id: str
     sha256: str
     size_bytes: int
     format: Literal["safetensors", "pytorch"]
     num_tensors: int
     num_parameters: int
+    filename: str | None = None
     created_at: datetime
+
+
+class CheckpointList(BaseModel):
+    data: list[CheckpointPublic]
+    count: int
+    next_cursor: str | None
 
 
 class JobCreate(BaseModel):

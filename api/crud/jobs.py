@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from api.crud.pages import newest_first
 from api.db.models import Artifact, Job, LossPoint, LrCandidate, utcnow
-
-
-class BadCursor(ValueError):
-    pass
-
-
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), job_id
-    except (ValueError, UnicodeDecodeError):
-        raise BadCursor("invalid cursor") from None
 
 
 def create_job(session: Session, *, team_id: str, name: str | None, theta0_id: str,
@@ -53,12 +34,7 @@ def list_jobs(session: Session, *, team_id: str, status: str | None, limit: int,
     q = select(Job).where(Job.team_id == team_id)
     if status:
         q = q.where(Job.status == status)
-    if cursor:
-        stamp, job_id = decode_cursor(cursor)
-        q = q.where(or_(Job.created_at < stamp, and_(Job.created_at == stamp, Job.id < job_id)))
-    rows = list(session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return newest_first(session, q, Job, limit=limit, cursor=cursor)
 
 
 def request_cancel(session: Session, *, job: Job) -> None:

@@ -15,8 +15,9 @@ from fastapi.responses import Response
 from api import queue
 from api.crud import audit
 from api.crud.checkpoints import get_checkpoint
-from api.crud.jobs import (BadCursor, create_job, delete_job, get_artifact, get_job, list_jobs,
-                           loss_points, put_artifact, request_cancel)
+from api.crud.jobs import (create_job, delete_job, get_artifact, get_job, list_jobs, loss_points,
+                           put_artifact, request_cancel)
+from api.crud.pages import BadCursor
 from api.db.models import Checkpoint, Job
 from api.deps import KeyDep, SessionDep, SettingsDep, StoreDep
 from api.limits import limit_violations

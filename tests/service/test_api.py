@@ -155,6 +155,10 @@ def test_team_isolation_on_every_endpoint(app_client, teams):
                          ("post", f"/v1/jobs/{jid}/cancel"), ("delete", f"/v1/jobs/{jid}")]:
         r = getattr(app_client, method)(path, headers=b)
         assert r.status_code == 404, (path, r.status_code)
+    for method in ("get", "delete"):
+        r = getattr(app_client, method)(f"/v1/checkpoints/{job['theta0']}", headers=b)
+        assert r.status_code == 404 and r.json()["detail"] == "checkpoint not found"
+    assert job["theta0"] not in [c["id"] for c in app_client.get("/v1/checkpoints", headers=b).json()["data"]]
     r = app_client.post(f"/v1/jobs/{jid}/truth", headers=b, files={"file": ("t.npz", b"x")})
     assert r.status_code == 404
     assert jid not in [j["id"] for j in app_client.get("/v1/jobs", headers=b).json()["data"]]
@@ -192,6 +196,55 @@ def test_list_is_paginated_newest_first_and_filtered(app_client, service_env):
         assert app_client.post(f"/v1/jobs/{jid}/cancel", headers=h).json()["status"] == "cancelled"
     actions = [e["action"] for e in app_client.get("/v1/audit", headers=h).json()["data"]]
     assert actions.count("submit") == 3 and actions.count("cancel") == 3 and "upload" in actions
+
+
+def test_checkpoints_are_listed_read_and_deleted_only_when_unused(app_client, service_env, monkeypatch):
+    from api.crud.teams import create_key, create_team
+    from api.db.session import session_scope
+
+    with session_scope() as s:
+        _, key = create_key(s, team=create_team(s, name="checkpoint-keeper"))
+    h = {"Authorization": f"Bearer {key}"}
+    job = submit(app_client, h, iterations=5)
+    theta0, thetaf = job["theta0"], job["thetaf"]
+    first = app_client.get("/v1/checkpoints", headers=h, params={"limit": 1}).json()
+    assert [c["id"] for c in first["data"]] == [thetaf] and first["data"][0]["filename"] == "w.safetensors"
+    second = app_client.get("/v1/checkpoints", headers=h, params={"limit": 1, "cursor": first["next_cursor"]}).json()
+    assert [c["id"] for c in second["data"]] == [theta0] and second["next_cursor"] is None
+    assert app_client.get("/v1/checkpoints", headers=h, params={"cursor": "!!"}).status_code == 400
+    read = app_client.get(f"/v1/checkpoints/{theta0}", headers=h)
+    assert read.status_code == 200 and read.json()["id"] == theta0 and read.json()["format"] == "safetensors"
+
+    objects = _objects(service_env)
+    r = app_client.delete(f"/v1/checkpoints/{theta0}", headers=h)
+    assert r.status_code == 409 and "used by 1 job" in r.json()["detail"]
+    assert app_client.get(f"/v1/checkpoints/{theta0}", headers=h).status_code == 200
+    assert _objects(service_env) == objects  # nothing lost
+    from api.routes import checkpoints as route
+
+    real_count, checks = route.jobs_using, []
+
+    def misses_the_job_once(session, **kw):  # noqa: ANN001, ANN003
+        """The job appears between the check and the delete: the foreign key must catch it."""
+        checks.append(kw)
+        return 0 if len(checks) == 1 else real_count(session, **kw)
+
+    monkeypatch.setattr(route, "jobs_using", misses_the_job_once)
+    r = app_client.delete(f"/v1/checkpoints/{theta0}", headers=h)
+    assert r.status_code == 409 and "used by 1 job" in r.json()["detail"] and len(checks) == 2
+    assert app_client.get(f"/v1/checkpoints/{theta0}", headers=h).status_code == 200
+    assert _objects(service_env) == objects
+    monkeypatch.undo()
+
+    assert app_client.post(f"/v1/jobs/{job['id']}/cancel", headers=h).status_code == 200
+    assert app_client.delete(f"/v1/jobs/{job['id']}", headers=h).status_code == 204
+    assert app_client.delete(f"/v1/checkpoints/{theta0}", headers=h).status_code == 204
+    assert app_client.get(f"/v1/checkpoints/{theta0}", headers=h).status_code == 404
+    assert app_client.delete(f"/v1/checkpoints/{theta0}", headers=h).status_code == 404
+    assert [c["id"] for c in app_client.get("/v1/checkpoints", headers=h).json()["data"]] == [thetaf]
+    assert len(_objects(service_env)) == len(objects) - 1
+    deleted = app_client.get("/v1/audit", headers=h, params={"action": "delete"}).json()["data"]
+    assert [(e["object_type"], e["object_id"]) for e in deleted[:2]] == [("checkpoint", theta0), ("job", job["id"])]
 
 
 def test_storage_keys_cannot_escape(tmp_path):
