@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import audit, checkpoints, health, jobs
+from api.routes import audit, catalog, checkpoints, health, jobs
 from api.settings import Settings, get_settings
 
 DESCRIPTION = """Reconstruct the training images of a neural network from its initial and final
@@ -36,6 +36,6 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
 
     app = FastAPI(title="simudy", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, checkpoints, jobs, audit):
+    for module in (health, catalog, checkpoints, jobs, audit):
         app.include_router(module.router)
     return app

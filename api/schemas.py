@@ -140,3 +140,14 @@ class AuditList(BaseModel):
     data: list[AuditEventPublic]
     count: int
     next_cursor: str | None
+
+
+class CatalogEntry(BaseModel):
+    name: str = Field(examples=["resnet18"])
+    description: str
+
+
+class Catalog(BaseModel):
+    methods: list[CatalogEntry]
+    architectures: list[CatalogEntry]
+    metrics: list[CatalogEntry]

@@ -47,19 +47,25 @@ def ssim_one_to_many(orig: np.ndarray, recons: np.ndarray, data_range: float) ->
 
 @METRICS.register("ssim_paper")
 def ssim_paper_matrix(originals: np.ndarray, recons: np.ndarray) -> np.ndarray:
-    """(N, M) paper-protocol SSIM; inputs HWC float in normalised space."""
+    """SSIM as the paper scores it: in normalised space, data range of each original.
+
+    (N, M) for every pair; inputs HWC float in normalised space."""
     return np.stack([ssim_one_to_many(o, recons, float(o.max() - o.min()) or 1.0) for o in originals])
 
 
 @METRICS.register("ssim")
 def ssim_matrix(originals: np.ndarray, recons: np.ndarray) -> np.ndarray:
-    """(N, M) standard SSIM; inputs HWC float in [0, 1], data_range 1."""
+    """Standard SSIM on images in [0, 1].
+
+    (N, M) for every pair; inputs HWC float in [0, 1], data_range 1."""
     return np.stack([ssim_one_to_many(o, recons, 1.0) for o in originals])
 
 
 @METRICS.register("psnr")
 def psnr_matrix(originals: np.ndarray, recons: np.ndarray) -> np.ndarray:
-    """(N, M) PSNR in dB; inputs in [0, 1]."""
+    """PSNR in dB on images in [0, 1].
+
+    (N, M) for every pair."""
     diff = originals[:, None].astype(np.float64) - recons[None].astype(np.float64)
     mse = (diff ** 2).mean(axis=(2, 3, 4))
     return 10 * np.log10(1.0 / np.maximum(mse, 1e-12))

@@ -74,6 +74,12 @@ def model_for_recipe(recipe: Recipe) -> nn.Module:
 
 @METHODS.register("simudy")
 class SimuDy:
+    """SimuDy (Tian et al., ICLR 2025): optimise dummy images until training on them from theta0
+    moves the parameters the way the real training did (cosine of the displacements, plus TV).
+
+    One instance is one reconstruction; it runs, stops when asked, and resumes exactly from its
+    ``state_dict``."""
+
     def __init__(self, theta0: Tensors, thetaf: Tensors, recipe: Recipe,
                  settings: ReconstructionSettings, *, model: nn.Module | None = None,
                  device: torch.device | None = None):

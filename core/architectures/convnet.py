@@ -33,6 +33,8 @@ class ConvNet(nn.Module):
 
 @ARCHITECTURES.register("convnet")
 def build(options: dict[str, Any], num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+    """A small convolutional network for tests and quick audits. Options: width (default 16),
+    batchnorm (default true)."""
     width = int(options.pop("width", 16))
     batchnorm = bool(options.pop("batchnorm", True))
     if options:

@@ -39,6 +39,8 @@ class MLP(nn.Module):
 
 @ARCHITECTURES.register("mlp")
 def build(options: dict[str, Any], num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+    """Fully connected ReLU network on flattened images. Options: hidden (widths, default
+    [1000, 1000]), bias ("first" as in the paper, "all" or "none")."""
     hidden = [int(h) for h in options.pop("hidden", [1000, 1000])]
     bias = options.pop("bias", "first")
     if options:

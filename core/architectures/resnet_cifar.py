@@ -99,11 +99,13 @@ def _no_options(options: dict[str, Any]) -> None:
 
 @ARCHITECTURES.register("resnet18")
 def build_resnet18(options: dict[str, Any], num_classes: int, image_shape) -> nn.Module:
+    """CIFAR ResNet-18 (3x3 stem, no max-pool), pytorch-cifar state-dict keys; no options."""
     _no_options(options)
     return CifarResNet(BasicBlock, [2, 2, 2, 2], num_classes, image_shape[0])
 
 
 @ARCHITECTURES.register("resnet50")
 def build_resnet50(options: dict[str, Any], num_classes: int, image_shape) -> nn.Module:
+    """CIFAR ResNet-50 (Bottleneck blocks [3, 4, 6, 3]), pytorch-cifar state-dict keys; no options."""
     _no_options(options)
     return CifarResNet(Bottleneck, [3, 4, 6, 3], num_classes, image_shape[0])

@@ -46,6 +46,22 @@ def test_readiness_names_what_is_down(app_client, monkeypatch):
     assert "broker" in r.json()["detail"] and r.json()["checks"]["database"] == "ok"
 
 
+def test_catalog_lists_every_registered_method_architecture_and_metric(app_client):
+    from core.architectures import architecture_names
+    from core.methods import method_names
+    from core.metrics import METRICS
+
+    r = app_client.get("/v1/catalog")  # no key: it names code, not data
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [e["name"] for e in body["methods"]] == method_names() and "simudy" in method_names()
+    assert [e["name"] for e in body["architectures"]] == architecture_names()
+    assert [e["name"] for e in body["metrics"]] == METRICS.names()
+    described = {e["name"]: e["description"] for group in body.values() for e in group}
+    assert all(described.values()), [n for n, d in described.items() if not d]
+    assert "Tian et al." in described["simudy"] and "hidden" in described["mlp"]
+
+
 def test_openapi_has_examples(app_client):
     spec = app_client.get("/openapi.json").json()
     assert "/v1/jobs/{job_id}/grid.png" in spec["paths"]
