@@ -1,10 +1,12 @@
-"""Service subcommands of ``simudy``: migrate, serve, worker, local, demo and admin."""
+"""Service subcommands of ``simudy``: migrate, serve, worker, local, submit, demo and admin."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from core.cli import add_reconstruction_args
 from core.errors import SimudyError
 
 
@@ -34,6 +36,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key-file", default="var/api-key")
     p.add_argument("--iterations", type=int, default=200)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("submit", help="reconstruct as a job on a simudy service (same inputs as reconstruct)")
+    add_reconstruction_args(p)
+    p.add_argument("--name", help="job name shown in listings")
+    p.add_argument("--truth", type=Path, metavar="TRAIN_IMAGES.npz",
+                   help="score the result against the true training images")
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--key-file", default="var/api-key")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
+    p.add_argument("--poll-seconds", type=_positive_float, default=2.0)
+    p.add_argument("--out", type=Path, help="write reconstruction.npz, grid.png, loss.csv, job.json here")
+    p.set_defaults(func=cmd_submit)
 
     admin = sub.add_parser("admin", help="manage teams and API keys")
     asub = admin.add_subparsers(dest="admin_command", required=True, parser_class=type(admin))
@@ -146,6 +160,19 @@ def cmd_local(args: argparse.Namespace) -> int:
     from api.local import run_local
 
     return run_local(host=args.host, port=args.port, key_file=args.key_file)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from api.submit import run_submit
+
+    return run_submit(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

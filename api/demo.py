@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 
-import httpx
-
+from api.client import ServiceClient, progress_line, read_key
 from core.errors import SimudyError
 
 RECIPE = {"architecture": "mlp", "arch_options": {"hidden": [256]}, "num_classes": 10,
@@ -21,16 +19,6 @@ RECIPE = {"architecture": "mlp", "arch_options": {"hidden": [256]}, "num_classes
 
 def sample_bytes() -> bytes:
     return (resources.files("simudy") / "samples" / "cifar10_sample.npz").read_bytes()
-
-
-def _check(resp: httpx.Response, what: str) -> dict:
-    if resp.status_code >= 400:
-        try:
-            detail = resp.json().get("detail")
-        except ValueError:
-            detail = resp.text[:200]
-        raise SimudyError(f"{what}: HTTP {resp.status_code}: {detail}")
-    return resp.json()
 
 
 def train_pair(num_images: int) -> tuple[dict, dict, bytes]:
@@ -55,45 +43,28 @@ def train_pair(num_images: int) -> tuple[dict, dict, bytes]:
 def run_demo(*, url: str, key_file: str, iterations: int, num_images: int = 10) -> int:
     from core.checkpoints import save_safetensors
 
-    path = Path(key_file)
-    if not path.is_file():
-        raise SimudyError(f"no API key in {key_file}: start the service with `simudy local` first")
-    headers = {"Authorization": f"Bearer {path.read_text().strip()}"}
+    key = read_key(key_file)
     print(f"training a tiny MLP on {num_images} bundled CIFAR-10 images ...", flush=True)
     theta0, thetaf, truth = train_pair(num_images)
-    with httpx.Client(base_url=url, headers=headers, timeout=120) as http, \
-            tempfile.TemporaryDirectory() as tmp:
-        try:
-            http.get("/healthz")
-        except httpx.HTTPError as err:
-            raise SimudyError(f"cannot reach the service at {url}: {err}") from None
+    with ServiceClient.connect(url, key) as client, tempfile.TemporaryDirectory() as tmp:
+        client.ping()
         ids = {}
         for name, state in (("theta0", theta0), ("thetaf", thetaf)):
             file = Path(tmp) / f"{name}.safetensors"
             save_safetensors(state, file)
-            with open(file, "rb") as fh:
-                ids[name] = _check(http.post("/v1/checkpoints", files={"file": (file.name, fh)}),
-                                   f"upload {name}")["id"]
+            ids[name] = client.upload_checkpoint(file, what=f"upload {name}")["id"]
             print(f"uploaded {name}: {ids[name]}")
         settings = {"num_images": num_images, "iterations": iterations, "image_lr": 0.05,
                     "tv_weight": 0.001, "seed": 0, "progress_every": 10, "device": "cpu",
                     "cosine_t_max": iterations, "clipping": {"enabled": False}}
-        job = _check(http.post("/v1/jobs", json={"theta0": ids["theta0"], "thetaf": ids["thetaf"],
-                                                 "recipe": RECIPE, "settings": settings,
-                                                 "name": "demo"}), "submit")
+        job = client.submit_job(theta0=ids["theta0"], thetaf=ids["thetaf"], recipe=RECIPE,
+                                settings=settings, name="demo")
         print(f"job {job['id']} queued")
-        while job["status"] in ("queued", "running"):
-            time.sleep(2)
-            job = _check(http.get(f"/v1/jobs/{job['id']}"), "poll")
-            p = job["progress"]
-            loss = f"{p['loss']:.4g}" if p["loss"] is not None else "-"
-            print(f"\r{job['status']:>9} {p['iteration']}/{p['iterations']} loss {loss}   ",
-                  end="", flush=True)
+        job = client.wait(job["id"], on_update=lambda j: print("\r" + progress_line(j) + "   ", end="", flush=True))
         print()
         if job["status"] != "succeeded":
             raise SimudyError(f"job {job['status']}: {job['error']}")
-        metrics = _check(http.post(f"/v1/jobs/{job['id']}/truth",
-                                   files={"file": ("truth.npz", truth)}), "score")["metrics"]
+        metrics = client.score(job["id"], truth)["metrics"]
     print(f"SSIM (paper) {metrics.get('ssim_paper_mean'):.3f}, SSIM {metrics.get('ssim_mean'):.3f}, "
           f"PSNR {metrics.get('psnr_mean'):.2f} dB")
     print(f"grid:  {url}/v1/jobs/{job['id']}/grid.png")

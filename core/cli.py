@@ -17,7 +17,7 @@ from core.errors import DatasetError, RecipeError
 from core.evaluation import evaluate_npz_bytes
 from core.pipeline import reconstruct
 from core.recipe import load_recipe
-from core.settings import LrSearch, parse_settings
+from core.settings import LrSearch, ReconstructionSettings, parse_settings
 from core.simudy import model_for_recipe
 from core.state_io import state_from_bytes, state_to_bytes
 from core.trainer import accuracy, train
@@ -43,15 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("reconstruct", help="reconstruct training images from theta0 and thetaf")
-    p.add_argument("--theta0", required=True, type=Path)
-    p.add_argument("--thetaf", required=True, type=Path)
-    p.add_argument("--recipe", required=True, type=Path)
-    p.add_argument("--num-images", required=True, type=int)
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--lr-search", action="store_true", help="training lr unknown: grid search it")
-    p.add_argument("--settings", type=Path, help="JSON with more reconstruction settings")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    add_reconstruction_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_reconstruct)
@@ -64,6 +56,39 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def add_reconstruction_args(p: argparse.ArgumentParser) -> None:
+    """The inputs of a reconstruction, the same for a local run (`reconstruct`) and a job on a
+    service (`submit`)."""
+    p.add_argument("--theta0", required=True, type=Path)
+    p.add_argument("--thetaf", required=True, type=Path)
+    p.add_argument("--recipe", required=True, type=Path)
+    p.add_argument("--num-images", required=True, type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--lr-search", action="store_true", help="training lr unknown: grid search it")
+    p.add_argument("--settings", type=Path, help="JSON with more reconstruction settings")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+
+
+def settings_from_args(args: argparse.Namespace) -> ReconstructionSettings:
+    """--settings JSON, then the flags on top of it."""
+    extra = {}
+    if args.settings:
+        try:
+            extra = json.loads(args.settings.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RecipeError(f"cannot read settings {args.settings}: {err}") from None
+        if not isinstance(extra, dict):
+            raise RecipeError(f"settings {args.settings}: expected a JSON object")
+    extra["num_images"] = args.num_images
+    for key in ("iterations", "seed", "device"):
+        if getattr(args, key) is not None:
+            extra[key] = getattr(args, key)
+    if args.lr_search and not extra.get("lr_search"):
+        extra["lr_search"] = LrSearch().model_dump()
+    return parse_settings(extra)
+
+
 def _read_bytes(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -71,7 +96,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
         raise DatasetError(f"cannot read {what} {path}: {err.strerror}") from None
 
 
-def _out_dir(path: Path) -> Path:
+def make_out_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -115,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_against_model(theta0, model.state_dict(), "init")
     else:
         theta0 = {k: v.clone() for k, v in model.state_dict().items()}
-    out = _out_dir(args.out)
+    out = make_out_dir(args.out)
     t0 = time.perf_counter()
     thetaf = train(model, theta0, to_normalized(x, recipe), torch.from_numpy(y), recipe,
                    seed=args.seed, device=device,
@@ -186,22 +211,10 @@ class _StopOnSignal:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
-    extra = {}
-    if args.settings:
-        try:
-            extra = json.loads(args.settings.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise RecipeError(f"cannot read settings {args.settings}: {err}") from None
-    extra["num_images"] = args.num_images
-    for key in ("iterations", "seed", "device"):
-        if getattr(args, key) is not None:
-            extra[key] = getattr(args, key)
-    if args.lr_search and not extra.get("lr_search"):
-        extra["lr_search"] = LrSearch().model_dump()
-    settings = parse_settings(extra)
+    settings = settings_from_args(args)
     theta0, thetaf = load_checkpoint(args.theta0), load_checkpoint(args.thetaf)
     check_pair(recipe, theta0, thetaf)
-    out = _out_dir(args.out)
+    out = make_out_dir(args.out)
     state_path = out / "state.pt"
     state = state_from_bytes(state_path.read_bytes()) if args.resume and state_path.exists() else None
     if args.resume and state is None:
@@ -232,7 +245,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics, pairs_png = evaluate_npz_bytes(_read_bytes(args.reconstruction, "reconstruction"),
                                             _read_bytes(args.truth, "truth"), pairing=args.pairing)
-    out = _out_dir(args.out)
+    out = make_out_dir(args.out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "pairs.png").write_bytes(pairs_png)
     print(f"ssim_paper_mean {metrics['ssim_paper_mean']:.4f}  ssim_mean {metrics['ssim_mean']:.4f}  "

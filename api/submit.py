@@ -1,0 +1,71 @@
+"""``simudy submit``: `simudy reconstruct`, run as a job on a simudy service. Takes the same
+inputs, checks them here first (so a typo fails in a second, not after an upload), uploads the
+checkpoints, follows the job, and writes the same files into --out as a local run, plus the
+scores when --truth is given."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from api.client import ServiceClient, progress_line, read_key
+from core.checkpoints import check_pair, load_checkpoint
+from core.cli import make_out_dir, settings_from_args
+from core.errors import RecipeError
+from core.recipe import load_recipe
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    settings = settings_from_args(args)
+    check_pair(recipe, load_checkpoint(args.theta0), load_checkpoint(args.thetaf))
+    truth = None
+    if args.truth:
+        try:
+            truth = args.truth.read_bytes()
+        except OSError as err:
+            raise RecipeError(f"cannot read --truth {args.truth}: {err.strerror}") from None
+    out = make_out_dir(args.out) if args.out else None
+    with ServiceClient.connect(args.url, read_key(args.key_file)) as client:
+        ids = [client.upload_checkpoint(path, what=f"upload {name}")["id"]
+               for name, path in (("theta0", args.theta0), ("thetaf", args.thetaf))]
+        job = client.submit_job(theta0=ids[0], thetaf=ids[1], recipe=json.loads(recipe.model_dump_json()),
+                                settings=json.loads(settings.model_dump_json()), name=args.name)
+        print(f"job {job['id']} {job['status']} at {args.url}/v1/jobs/{job['id']}", file=sys.stderr)
+        if args.no_wait:
+            print(job["id"])
+            return 0
+        tty = sys.stderr.isatty()
+
+        def show(j: dict) -> None:
+            print(("\r" if tty else "") + progress_line(j), end="" if tty else "\n", file=sys.stderr, flush=True)
+
+        try:
+            job = client.wait(job["id"], on_update=show, poll_seconds=args.poll_seconds)
+        except KeyboardInterrupt:
+            print(f"\njob {job['id']} keeps running on the service; cancel it with "
+                  f"POST /v1/jobs/{job['id']}/cancel", file=sys.stderr)
+            return 130
+        if tty:
+            print(file=sys.stderr)
+        if out is not None:
+            (out / "job.json").write_text(json.dumps(job, indent=2) + "\n")
+        if job["status"] != "succeeded":
+            print(f"job {job['id']} {job['status']}: {job['error'] or 'no error recorded'}", file=sys.stderr)
+            return 1
+        if out is not None:
+            (out / "reconstruction.npz").write_bytes(client.download(job["id"], "reconstruction.npz"))
+            (out / "grid.png").write_bytes(client.download(job["id"], "grid.png"))
+            (out / "loss.csv").write_text(client.loss_csv(job["id"]))
+        if truth is not None:
+            metrics = client.score(job["id"], truth)["metrics"]
+            print(f"ssim_paper_mean {metrics['ssim_paper_mean']:.4f}  ssim_mean {metrics['ssim_mean']:.4f}  "
+                  f"psnr_mean {metrics['psnr_mean']:.2f}  recovered>0.3 "
+                  f"{metrics['recovered_above_0.3']}/{metrics['num_originals']}", file=sys.stderr)
+            if out is not None:
+                (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+                (out / "pairs.png").write_bytes(client.download(job["id"], "pairs.png"))
+    print(out if out is not None else job["id"])
+    return 0
+
