@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from bench.cases import VEHICLES, Case, Pretraining
 from core.checkpoints import load_checkpoint, save_safetensors
 from core.data import check_images_fit, first_per_class, load_dataset, save_npz_bytes, to_normalized
+from core.device import device_description
 from core.errors import DatasetError
 from core.recipe import Recipe, parse_recipe
 from core.simudy import model_for_recipe
@@ -96,13 +98,16 @@ def pretrained_theta0(p: Pretraining, data_dir: Path, cache: Path, device: torch
     torch.manual_seed(p.seed)
     model = model_for_recipe(recipe)
     init = {k: v.clone() for k, v in model.state_dict().items()}
+    started = time.perf_counter()
     theta0 = train(model, init, to_normalized(x, recipe), torch.from_numpy(y), recipe, seed=p.seed,
                    device=device, on_epoch=lambda e, loss: _log(f"pretrain epoch {e + 1} loss {loss:.4f}"))
+    train_seconds = time.perf_counter() - started
     tx, ty = load_dataset(test)
     acc = accuracy(model_for_recipe(recipe), theta0, to_normalized(tx, recipe), torch.from_numpy(ty),
                    device=device)
     meta = {"key": key, "recipe": p.recipe, "data_file": p.data_file, "num_images": int(len(x)),
-            "seed": p.seed, "test_file": p.test_file, "test_accuracy": acc, "command": command}
+            "seed": p.seed, "test_file": p.test_file, "test_accuracy": acc, "command": command,
+            "train_seconds": train_seconds, "device": device_description(device)}
     save_safetensors(theta0, path)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     _log(f"theta0 test accuracy {acc:.4f}")

@@ -79,7 +79,7 @@ def run_profile(args, device: torch.device) -> Path:
               "recipe": recipe, "warmup_iterations": warmup, "timed_iterations": timed,
               "limit_seconds": args.profile_limit, "memory_note": memory.note(device),
               "rows": rows, "skipped": skipped,
-              "command": f"simudy bench profile --out {_shown(args.out)}"
+              "command": f"simudy bench profile --out {_shown(args.out)} --profile-limit {args.profile_limit:g}"
                          + (f" --device {args.device}" if args.device != "auto" else "")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

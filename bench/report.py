@@ -72,7 +72,9 @@ def extras(rows: list[dict]) -> list[str]:
         if r.get("theta0", {}).get("test_accuracy") is not None:
             t = r["theta0"]
             lines.append(f"- {label}: pretrained theta0 ({t['num_images']} images of {t['data_file']}, "
-                         f"{t['recipe']['epochs']} epochs) test accuracy {t['test_accuracy']:.4f}"
+                         f"{t['recipe']['epochs']} epochs"
+                         + (f", {t['train_seconds'] / 60:.0f} min on {t['device']}" if t.get("train_seconds") else "")
+                         + f") test accuracy {t['test_accuracy']:.4f}"
                          + (f"; the same theta0 by hand: `{t['command']}`" if t.get("command") else ""))
         if r.get("lr_search"):
             lines.append(f"- {label}: lr search picked {r['simulated_lr']:g} (true {r['true_lr']:g}) "

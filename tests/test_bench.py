@@ -75,6 +75,7 @@ def test_pretrained_theta0_is_cached(bench_run, capsys):
     assert _run(bench_run, "tiny-resnet") == 0
     result = json.loads((bench_run / "results" / "tiny-resnet-quick-cpu.json").read_text())
     assert 0 <= result["theta0"]["test_accuracy"] <= 1 and result["theta0"]["num_images"] == 10
+    assert result["theta0"]["train_seconds"] > 0 and result["theta0"]["device"] == "cpu"
     capsys.readouterr()
     prep = prepare(get_case("tiny-resnet").quick(), bench_run / "data", bench_run / "cache", torch.device("cpu"))
     assert "training" not in capsys.readouterr().err  # theta0 and thetaf come from the cache
