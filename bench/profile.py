@@ -16,7 +16,7 @@ import torch
 
 from bench import memory
 from bench.cases import finetune_recipe
-from bench.provenance import device_slug, provenance
+from bench.provenance import device_slug, provenance, settled
 from bench.runner import _shown, run_subprocess
 from core.errors import SimudyError
 
@@ -34,6 +34,7 @@ def variants(device: torch.device) -> dict[str, dict[str, Any]]:
 
 
 def run_profile(args, device: torch.device) -> Path:
+    started = provenance(device)
     recipe = finetune_recipe()
     warmup, timed = 1, (2 if device.type == "cpu" else 3)
     unit = None  # seconds per image-step (N x epochs), updated from each measurement
@@ -75,7 +76,7 @@ def run_profile(args, device: torch.device) -> Path:
                       f"{m['peak_memory_bytes'] / 2**30:.2f} GiB"
                       + (f", x{row['time_ratio']:.2f} time, x{row['memory_ratio']:.2f} memory vs fp32"
                          if name != "fp32" and base else ""), file=sys.stderr, flush=True)
-    result = {"case": "profile", **provenance(device), "device_slug": device_slug(device),
+    result = {"case": "profile", **settled(started), "device_slug": device_slug(device),
               "recipe": recipe, "warmup_iterations": warmup, "timed_iterations": timed,
               "limit_seconds": args.profile_limit, "memory_note": memory.note(device),
               "rows": rows, "skipped": skipped,

@@ -33,17 +33,29 @@ def device_slug(device: torch.device) -> str:
     return m.group(0) if m else re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "gpu"
 
 
-def provenance(device: torch.device) -> dict[str, Any]:
+def _code_state() -> tuple[str | None, bool | None]:
     # only code counts: the results and the generated table change while measuring
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md",
                   ":!bench/results")
+    return _git("rev-parse", "HEAD"), (bool(status) if status is not None else None)
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    """Take it when a measurement starts: the code that runs is the code checked out then."""
+    commit, dirty = _code_state()
     return {
         "device": device_description(device),
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(status) if status is not None else None,
+        "commit": commit,
+        "dirty": dirty,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def settled(started: dict[str, Any]) -> dict[str, Any]:
+    """``started``, marked dirty if the code changed (an edit or a commit) while measuring."""
+    commit, dirty = _code_state()
+    return {**started, "dirty": True} if dirty or commit != started["commit"] else started

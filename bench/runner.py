@@ -17,7 +17,7 @@ import torch
 from bench import memory
 from bench.cases import Case
 from bench.prepare import prepare
-from bench.provenance import REPO, device_slug, provenance
+from bench.provenance import REPO, device_slug, provenance, settled
 from core.errors import ReconstructionFailed
 from core.settings import LrSearch, parse_settings
 
@@ -106,6 +106,7 @@ def command_line(case: Case, args) -> str:
 
 
 def run_case(case: Case, args, device: torch.device, cache: Path) -> Path:
+    started = provenance(device)
     run_case_def = case.quick() if args.quick else case
     settings = case_settings(run_case_def, device, args.iterations, args.quick)
     t0 = time.perf_counter()
@@ -123,7 +124,7 @@ def run_case(case: Case, args, device: torch.device, cache: Path) -> Path:
     m = measured["metrics"]
     result = {
         "case": case.name, "quick": bool(args.quick), "description": case.description,
-        **provenance(device), "device_slug": device_slug(device),
+        **settled(started), "device_slug": device_slug(device),
         "ssim_paper_mean": m["ssim_paper_mean"], "ssim_mean": m["ssim_mean"], "psnr_mean": m["psnr_mean"],
         "recovered_above_0.3": m["recovered_above_0.3"], "recovered_above_0.5": m["recovered_above_0.5"],
         "num_true_images": case.num_true, "num_dummy_images": settings["num_images"],

@@ -126,3 +126,12 @@ def test_bad_input(tmp_path, capsys):
     assert "unknown bench case" in capsys.readouterr().err
     assert main(["bench", "tiny", "--quick", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "cifar10_train.npz" in capsys.readouterr().err
+
+
+def test_provenance_is_marked_dirty_when_the_code_changes_while_measuring():
+    from bench.provenance import provenance, settled
+
+    started = provenance(torch.device("cpu"))
+    assert settled(started) == started  # nothing changed meanwhile
+    before_a_commit = {**started, "commit": "0" * 40, "dirty": False}
+    assert settled(before_a_commit) == {**before_a_commit, "dirty": True}
