@@ -15,7 +15,7 @@ from sqlalchemy import text
 from api.db.session import session_scope, with_db_retry
 from api.storage.base import retrying
 from api.storage.s3 import S3Store
-from tests.service.conftest import _port_open, free_port, unavailable, wait_for
+from tests.service.conftest import free_port, unavailable, wait_for
 
 
 def test_dropped_database_connection_is_retried(service_env):
@@ -34,19 +34,29 @@ def test_dropped_database_connection_is_retried(service_env):
 
 def test_storage_that_comes_up_late_is_retried(tmp_path):
     import boto3
+    import botocore.exceptions
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
     if not os.path.exists(binary):
         unavailable("moto_server is not installed (pip install 'moto[server]')")
-    procs = []
+    procs, threads, errors = [], [], []
+
+    def bucket_made() -> bool:
+        try:
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="late")
+        except botocore.exceptions.EndpointConnectionError:  # still starting up
+            return False
+        return True
 
     def start_late() -> None:  # the S3 server appears only after the first attempts failed
-        procs.append(subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_for(lambda: _port_open("127.0.0.1", port), 30, "moto_server")
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="late")
+        try:
+            procs.append(subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_for(bucket_made, 30, "moto_server and the bucket")
+        except BaseException as err:  # noqa: BLE001 - reported by the test below
+            errors.append(err)
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
@@ -56,7 +66,8 @@ def test_storage_that_comes_up_late_is_retried(tmp_path):
     def put() -> None:
         attempts.append(1)
         if len(attempts) == 2:  # the first attempt (with botocore's own retries) has failed
-            threading.Thread(target=start_late, daemon=True).start()
+            threads.append(threading.Thread(target=start_late, daemon=True))
+            threads[-1].start()
         store.put_bytes("teams/t/x.bin", b"payload")
 
     try:
@@ -64,6 +75,9 @@ def test_storage_that_comes_up_late_is_retried(tmp_path):
         assert len(attempts) >= 2
         assert store.get_bytes("teams/t/x.bin") == b"payload"
     finally:
+        for t in threads:
+            t.join(timeout=60)
         for p in procs:
             p.terminate()
             p.wait(timeout=20)
+    assert not errors, errors
