@@ -11,8 +11,7 @@ import sys
 
 from api.client import ServiceClient, progress_line, read_key
 from core.checkpoints import check_pair, load_checkpoint
-from core.cli import make_out_dir, settings_from_args
-from core.errors import RecipeError
+from core.cli import make_out_dir, read_input, settings_from_args
 from core.recipe import load_recipe
 
 
@@ -20,12 +19,7 @@ def run_submit(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     settings = settings_from_args(args)
     check_pair(recipe, load_checkpoint(args.theta0), load_checkpoint(args.thetaf))
-    truth = None
-    if args.truth:
-        try:
-            truth = args.truth.read_bytes()
-        except OSError as err:
-            raise RecipeError(f"cannot read --truth {args.truth}: {err.strerror}") from None
+    truth = read_input(args.truth, "truth") if args.truth else None
     out = make_out_dir(args.out) if args.out else None
     with ServiceClient.connect(args.url, read_key(args.key_file)) as client:
         ids = [client.upload_checkpoint(path, what=f"upload {name}")["id"]

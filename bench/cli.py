@@ -45,19 +45,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.iterations is not None and args.iterations < 1:
         raise BenchError("--iterations must be at least 1")
-    cases = []
-    for name in args.cases:
-        if name != "profile":
-            try:
-                cases.append(get_case(name))
-            except KeyError as err:
-                raise BenchError(err.args[0]) from None
+    try:  # every name is checked before anything runs
+        cases = [None if name == "profile" else get_case(name) for name in args.cases]
+    except KeyError as err:
+        raise BenchError(err.args[0]) from None
     device = resolve_device(args.device)
-    for name in args.cases:
-        if name == "profile":
+    for case in cases:
+        if case is None:
             run_profile(args, device)
         else:
-            run_case(get_case(name), args, device, args.cache)
+            run_case(case, args, device, args.cache)
     return 0
 
 

@@ -94,8 +94,6 @@ def run_profile(spec: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     spec_path, out_path = Path(argv[0]), Path(argv[1])
     spec = json.loads(spec_path.read_text())
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
     try:
         result = {"case": run_case, "profile": run_profile}[spec["kind"]](spec)
     except SimudyError as err:

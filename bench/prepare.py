@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from bench.cases import VEHICLES, Case, Pretraining
+from bench.provenance import shown_path
 from core.checkpoints import load_checkpoint, save_safetensors
 from core.data import check_images_fit, first_per_class, load_dataset, save_npz_bytes, to_normalized
 from core.device import device_description
@@ -84,9 +84,9 @@ def pretrained_theta0(p: Pretraining, data_dir: Path, cache: Path, device: torch
     cache.mkdir(parents=True, exist_ok=True)
     recipe_path.write_text(json.dumps(p.recipe, indent=2) + "\n")
     # The same theta0, by hand: the bench and `simudy train` share the seed, init and trainer.
-    command = (f"simudy train --dataset {os.path.relpath(data)} --recipe {os.path.relpath(recipe_path)} "
+    command = (f"simudy train --dataset {shown_path(data)} --recipe {shown_path(recipe_path)} "
                + (f"--images-per-class {p.per_class}" if p.per_class else "--all")
-               + f" --seed {p.seed} --eval {os.path.relpath(test)} --out DIR")
+               + f" --seed {p.seed} --eval {shown_path(test)} --out DIR")
     if path.exists() and meta_path.exists():
         return path, {**json.loads(meta_path.read_text()), "command": command}
     x, y = load_dataset(data)

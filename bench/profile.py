@@ -16,8 +16,8 @@ import torch
 
 from bench import memory
 from bench.cases import finetune_recipe
-from bench.provenance import device_slug, provenance, settled
-from bench.runner import _shown, run_subprocess
+from bench.provenance import device_slug, provenance, settled, shown_path
+from bench.runner import run_subprocess
 from core.errors import SimudyError
 
 NUM_IMAGES = (10, 20, 50, 120)
@@ -80,7 +80,7 @@ def run_profile(args, device: torch.device) -> Path:
               "recipe": recipe, "warmup_iterations": warmup, "timed_iterations": timed,
               "limit_seconds": args.profile_limit, "memory_note": memory.note(device),
               "rows": rows, "skipped": skipped,
-              "command": f"simudy bench profile --out {_shown(args.out)} --profile-limit {args.profile_limit:g}"
+              "command": f"simudy bench profile --out {shown_path(args.out)} --profile-limit {args.profile_limit:g}"
                          + (f" --device {args.device}" if args.device != "auto" else "")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

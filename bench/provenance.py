@@ -24,6 +24,14 @@ def _git(*args: str) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as a reader would type it from the repository root: relative when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def device_slug(device: torch.device) -> str:
     """``cpu``, or the GPU's model: ``h100``, ``h200``, ``a100``, ``4090``."""
     if device.type != "cuda":

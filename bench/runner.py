@@ -17,7 +17,7 @@ import torch
 from bench import memory
 from bench.cases import Case
 from bench.prepare import prepare
-from bench.provenance import REPO, device_slug, provenance, settled
+from bench.provenance import device_slug, provenance, settled, shown_path
 from core.errors import ReconstructionFailed
 from core.settings import LrSearch, parse_settings
 
@@ -86,16 +86,8 @@ def shrink_png(path: Path) -> None:
     small.save(path, format="PNG", optimize=True)
 
 
-def _shown(path: Path) -> str:
-    """A path as a reader would type it: relative to the repository when inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
 def command_line(case: Case, args) -> str:
-    parts = ["simudy", "bench", case.name, "--data", _shown(args.data), "--out", _shown(args.out)]
+    parts = ["simudy", "bench", case.name, "--data", shown_path(args.data), "--out", shown_path(args.out)]
     if args.quick:
         parts.append("--quick")
     if args.iterations:

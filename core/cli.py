@@ -89,7 +89,8 @@ def settings_from_args(args: argparse.Namespace) -> ReconstructionSettings:
     return parse_settings(extra)
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
+def read_input(path: Path, what: str) -> bytes:
+    """A file named on the command line; an unreadable one is a one-line DatasetError."""
     try:
         return path.read_bytes()
     except OSError as err:
@@ -243,8 +244,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    metrics, pairs_png = evaluate_npz_bytes(_read_bytes(args.reconstruction, "reconstruction"),
-                                            _read_bytes(args.truth, "truth"), pairing=args.pairing)
+    metrics, pairs_png = evaluate_npz_bytes(read_input(args.reconstruction, "reconstruction"),
+                                            read_input(args.truth, "truth"), pairing=args.pairing)
     out = make_out_dir(args.out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "pairs.png").write_bytes(pairs_png)
