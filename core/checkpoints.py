@@ -1,73 +1,242 @@
-"""Checkpoint I/O without ever running pickled code.
+"""Checkpoint I/O without ever running pickled code, and without trusting declared sizes.
 
-Reads ``.safetensors`` (a JSON header and raw bytes) and PyTorch files only through
+Reads ``.safetensors`` (a JSON header and raw bytes) and PyTorch zip files only through
 ``torch.load(weights_only=True)``, which refuses any pickle that would import or call code
 before anything runs. Accepts a bare state dict or one under ``state_dict`` / ``model``, strips
 DataParallel's ``module.`` prefix, and checks checkpoints against an architecture, naming the key
 at fault.
+
+Two depths of reading:
+
+- ``read_manifest`` learns each tensor's name, shape and dtype without materialising any tensor
+  data (the safetensors header; a PyTorch zip memory-mapped, its records checked against the
+  sizes the pickle declares). The HTTP API records this at upload and compares it with the
+  model built on the ``meta`` device at submit (``check_manifest``): no tensor work there.
+- ``load_checkpoint`` loads the values (worker, CLI), and ``check_values`` refuses NaN/Inf,
+  identical theta0/thetaf and BatchNorm statistics that changed under an eval-mode recipe.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import pickle
+import struct
+import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from core.architectures import expected_manifest, model_for_recipe
 from core.errors import CheckpointError
 from core.recipe import Recipe
+from core.sgd_step import split_state_dict
+from core.types import Tensors
 
-Tensors = dict[str, torch.Tensor]
 _ZIP_MAGIC = b"PK\x03\x04"
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_TENSORS = 20_000
+# safetensors dtype codes and torch dtypes a checkpoint may hold (float8 and complex are refused)
+SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                      "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                      "BOOL": "bool"}
+DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4,
+               "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
-class CheckpointInfo:
+class Manifest:
+    """Each tensor's shape and dtype (``{name: [shape, dtype]}``), read without its data."""
+
     format: str  # "safetensors" or "pytorch"
-    num_tensors: int
-    num_parameters: int  # elements in floating-point tensors
+    tensors: dict[str, tuple[list[int], str]]
+
+    @property
+    def num_tensors(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def num_parameters(self) -> int:
+        """Elements in floating-point tensors."""
+        return sum(math.prod(shape) for shape, dtype in self.tensors.values() if dtype in FLOAT_DTYPES)
+
+    def to_json(self) -> dict[str, list]:
+        return {k: [list(shape), dtype] for k, (shape, dtype) in self.tensors.items()}
+
+    @classmethod
+    def from_json(cls, fmt: str, data: dict[str, Any]) -> "Manifest":
+        return cls(fmt, {k: (list(v[0]), str(v[1])) for k, v in data.items()})
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, name: str | None = None) -> str:
     with open(path, "rb") as f:
         head = f.read(9)
     if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80":
         return "pytorch"
     if len(head) == 9 and head[8:9] == b"{":  # u64 header length, then the JSON header
         return "safetensors"
-    raise CheckpointError("not a checkpoint: expected a .safetensors file or a PyTorch state dict (.pt)")
+    raise CheckpointError(f"{name or path.name} is not a checkpoint: expected a .safetensors file or a "
+                          "PyTorch state dict (.pt)")
+
+
+def _detect(path: Path, name: str) -> str:
+    try:
+        return detect_format(path, name)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {name}: {err.strerror}") from None
+
+
+# -- manifest (no tensor data) -----------------------------------------------------------------
+def read_manifest(path: str | Path, name: str | None = None) -> Manifest:
+    """Names, shapes and dtypes of a checkpoint's tensors, reading no tensor data; refuses
+    anything whose declared sizes do not match the file (compressed records, truncated data,
+    broadcast views that would expand when read). Messages call the file ``name`` (default:
+    its file name)."""
+    path = Path(path)
+    name = name or path.name
+    if _detect(path, name) == "safetensors":
+        return Manifest("safetensors", _safetensors_manifest(path, name))
+    return Manifest("pytorch", _pytorch_manifest(path, name))
+
+
+def _safetensors_manifest(path: Path, name: str) -> dict[str, tuple[list[int], str]]:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        if header_len > min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{name} is not a valid safetensors file: its header length is "
+                                  "larger than the file")
+        try:
+            header = json.loads(f.read(header_len))
+        except (ValueError, UnicodeDecodeError):
+            raise CheckpointError(f"{name} is not a valid safetensors file: unreadable header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{name} is not a valid safetensors file: the header is not an object")
+    header.pop("__metadata__", None)
+    data_len = size - 8 - header_len
+    tensors, spans = {}, []
+    for key, entry in header.items():
+        try:
+            dtype_code, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            shape = [int(d) for d in shape]
+            start, end = int(start), int(end)
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{name}: tensor {key!r} has a malformed header entry") from None
+        dtype = SAFETENSORS_DTYPES.get(dtype_code)
+        if dtype is None:
+            raise CheckpointError(f"{name}: tensor {key!r} has dtype {dtype_code}, which is not "
+                                  "supported (use float32, float16, bfloat16, float64 or integers)")
+        if any(d < 0 for d in shape) or not 0 <= start <= end <= data_len \
+                or end - start != math.prod(shape) * DTYPE_BYTES[dtype]:
+            raise CheckpointError(f"{name} is not a valid safetensors file: tensor {key!r} does not "
+                                  "fit its declared place in the file")
+        tensors[key] = (shape, dtype)
+        spans.append((start, end))
+    spans.sort()
+    if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
+        raise CheckpointError(f"{name} is not a valid safetensors file: tensors overlap")
+    return _normalize_manifest(tensors, name)
+
+
+def _pytorch_manifest(path: Path, name: str) -> dict[str, tuple[list[int], str]]:
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{name} refused: only the zip format of torch.save (PyTorch >= 1.6) "
+                              "or safetensors is accepted, not a bare or legacy pickle")
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{name} is not a readable PyTorch checkpoint: {err}") from None
+    if len(infos) > MAX_TENSORS + 16:
+        raise CheckpointError(f"{name} holds too many records")
+    records = []
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise CheckpointError(f"{name} refused: it holds compressed records (torch.save never "
+                                  "compresses; re-save it with torch.save or as safetensors)")
+        parts = info.filename.split("/")
+        if len(parts) == 3 and parts[1] == "data":
+            records.append(info.file_size)
+    raw = _torch_load(path, name, mmap=True)
+    state = _unwrap(raw, name)
+    tensors, storages = {}, {}
+    for key, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{name}: entry {key!r} is a {type(t).__name__}, not a tensor")
+        dtype = str(t.dtype).replace("torch.", "")
+        if dtype not in DTYPE_BYTES:
+            raise CheckpointError(f"{name}: tensor {key!r} has dtype {dtype}, which is not supported "
+                                  "(use float32, float16, bfloat16, float64 or integers)")
+        storage = t.untyped_storage()
+        extent = t.storage_offset() + sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s) + 1
+        if t.numel() and (any(st == 0 and s > 1 for s, st in zip(t.shape, t.stride()))
+                          or extent * t.element_size() > storage.nbytes()):
+            raise CheckpointError(f"{name}: tensor {key!r} is a broadcast or out-of-range view; "
+                                  "save real tensors (e.g. .contiguous().clone())")
+        storages[storage.data_ptr()] = storage.nbytes()
+        tensors[key] = (list(t.shape), dtype)
+    if Counter(storages.values()) - Counter(records):  # a declared size no data record has
+        raise CheckpointError(f"{name} is not a valid PyTorch checkpoint: its data records do not "
+                              "match the sizes its tensors declare")
+    return _normalize_manifest(tensors, name)
+
+
+def _normalize_manifest(tensors: dict[str, tuple[list[int], str]], name: str) -> dict[str, tuple[list[int], str]]:
+    if not tensors:
+        raise CheckpointError(f"{name} does not hold a state dict (a mapping of names to tensors)")
+    if len(tensors) > MAX_TENSORS:
+        raise CheckpointError(f"{name} holds more than {MAX_TENSORS} tensors")
+    out = {}
+    for key, value in tensors.items():
+        if not isinstance(key, str) or not key or len(key) > 1000 or "\x00" in key:
+            raise CheckpointError(f"{name}: a tensor name is empty, too long or not text")
+        out[key[len("module."):] if key.startswith("module.") else key] = value
+    return out
+
+
+# -- values ------------------------------------------------------------------------------------
+def _torch_load(path: Path, name: str, *, mmap: bool = False) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        reason = str(err).split("\n")[0].replace("Weights only load failed. ", "")
+        raise CheckpointError(
+            f"{name} refused: it is a pickle that holds more than tensors (only plain "
+            f"state dicts are accepted; nothing in it was run): {reason[:200]}") from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as err:
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise CheckpointError(f"{name} is not a readable PyTorch checkpoint: {first}") from None
 
 
 def load_checkpoint(path: str | Path) -> Tensors:
     """Load a state dict safely, unwrap it and check every entry is a finite tensor."""
     path = Path(path)
-    try:
-        fmt = detect_format(path)
-    except OSError as err:
-        raise CheckpointError(f"cannot read checkpoint {path.name}: {err.strerror}") from None
-    if fmt == "safetensors":
+    if _detect(path, path.name) == "safetensors":
         try:
             raw = load_file(str(path), device="cpu")
         except (SafetensorError, ValueError, OSError) as err:
             raise CheckpointError(f"{path.name} is not a valid safetensors file: {err}") from None
     else:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            reason = str(err).split("\n")[0].replace("Weights only load failed. ", "")
-            raise CheckpointError(
-                f"{path.name} refused: it is a pickle that holds more than tensors (only plain "
-                f"state dicts are accepted; nothing in it was run): {reason[:200]}") from None
-        except (RuntimeError, EOFError, ValueError, OSError) as err:
-            raise CheckpointError(f"{path.name} is not a readable PyTorch checkpoint: "
-                                  f"{str(err).splitlines()[0][:200]}") from None
-    return normalize_state_dict(raw, path.name)
+        raw = _torch_load(path, path.name)
+    state = _unwrap(raw, path.name)
+    out: Tensors = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path.name}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        clean = key[len("module."):] if isinstance(key, str) and key.startswith("module.") else key
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"{path.name}: tensor {clean!r} contains NaN or Inf")
+        out[clean] = value
+    return out
 
 
-def normalize_state_dict(raw: object, name: str = "checkpoint") -> Tensors:
+def _unwrap(raw: object, name: str) -> dict:
     if isinstance(raw, dict):
         for key in ("state_dict", "model"):
             if isinstance(raw.get(key), dict):
@@ -75,63 +244,61 @@ def normalize_state_dict(raw: object, name: str = "checkpoint") -> Tensors:
                 break
     if not isinstance(raw, dict) or not raw:
         raise CheckpointError(f"{name} does not hold a state dict (a mapping of names to tensors)")
-    state: Tensors = {}
-    for key, value in raw.items():
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{name}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        clean = key[len("module."):] if isinstance(key, str) and key.startswith("module.") else key
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise CheckpointError(f"{name}: tensor {clean!r} contains NaN or Inf")
-        state[clean] = value
-    return state
-
-
-def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
-    path = Path(path)
-    state = load_checkpoint(path)
-    return CheckpointInfo(format=detect_format(path), num_tensors=len(state),
-                          num_parameters=sum(v.numel() for v in state.values() if v.is_floating_point()))
+    return raw
 
 
 def save_safetensors(state: Tensors, path: str | Path) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
 
 
-def check_against_model(state: Tensors, expected: Tensors, name: str) -> None:
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+# -- fitting a recipe --------------------------------------------------------------------------
+def manifest_of(state: Tensors) -> dict[str, tuple[list[int], str]]:
+    return {k: (list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in state.items()}
+
+
+def check_manifest(recipe: Recipe, tensors: dict[str, tuple[list[int], str]], name: str) -> None:
+    """The checkpoint's keys, shapes and dtypes fit the recipe's architecture (built on the
+    meta device: no memory, no tensor data)."""
+    expected = expected_manifest(recipe)
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
     if missing:
         raise CheckpointError(f"{name} does not fit the architecture: missing key {missing[0]!r}"
                               + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
     if unexpected:
         raise CheckpointError(f"{name} does not fit the architecture: unexpected key {unexpected[0]!r}"
                               + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""))
-    for k, ref in expected.items():
-        got = state[k]
-        if tuple(got.shape) != tuple(ref.shape):
-            raise CheckpointError(f"{name}: {k!r} has shape {list(got.shape)}, the architecture "
-                                  f"expects {list(ref.shape)}")
-        if ref.is_floating_point() and not got.is_floating_point():
-            raise CheckpointError(f"{name}: {k!r} has dtype {str(got.dtype).replace('torch.', '')}, "
-                                  "expected a floating-point tensor")
+    for k, (shape, dtype) in expected.items():
+        got_shape, got_dtype = tensors[k]
+        if list(got_shape) != list(shape):
+            raise CheckpointError(f"{name}: {k!r} has shape {list(got_shape)}, the architecture "
+                                  f"expects {list(shape)}")
+        if dtype in FLOAT_DTYPES and got_dtype not in FLOAT_DTYPES:
+            raise CheckpointError(f"{name}: {k!r} has dtype {got_dtype}, expected a floating-point tensor")
 
 
-def check_pair(recipe: Recipe, theta0: Tensors, thetaf: Tensors) -> None:
-    """Both checkpoints fit the recipe's architecture and describe one training run."""
-    from core.simudy import model_for_recipe
-    from core.training import split_state_dict
-
-    model = model_for_recipe(recipe)
-    expected = model.state_dict()
-    check_against_model(theta0, expected, "theta0")
-    check_against_model(thetaf, expected, "thetaf")
+def check_values(recipe: Recipe, theta0: Tensors | None, thetaf: Tensors) -> None:
+    """What only the values tell: theta0 and thetaf differ, and an eval-mode recipe left the
+    BatchNorm statistics alone. (``load_checkpoint`` already refused NaN and Inf.)"""
+    if theta0 is None:
+        return
+    with torch.device("meta"):
+        model = model_for_recipe(recipe)
     params0, buffers0 = split_state_dict(model, theta0)
     paramsf, buffersf = split_state_dict(model, thetaf)
     if all(torch.equal(params0[k].float(), paramsf[k].float()) for k in params0):
         raise CheckpointError("theta0 and thetaf have identical parameters: nothing was trained")
-    if recipe.batchnorm == "frozen":
+    if recipe.model_mode == "eval":
         for k, v in buffers0.items():
             if v.is_floating_point() and not torch.equal(v, buffersf[k]):
                 raise CheckpointError(
-                    f"theta0 and thetaf disagree on BatchNorm buffer {k!r}, but the recipe says "
-                    "batchnorm 'frozen' (statistics never change): use batchnorm 'train'")
+                    f"theta0 and thetaf disagree on BatchNorm buffer {k!r}, but the recipe's "
+                    "model_mode is 'eval' (statistics never change): use model_mode 'train'")
+
+
+def check_pair(recipe: Recipe, theta0: Tensors | None, thetaf: Tensors) -> None:
+    """Both checkpoints fit the recipe's architecture and describe one training run."""
+    if theta0 is not None:
+        check_manifest(recipe, manifest_of(theta0), "theta0")
+    check_manifest(recipe, manifest_of(thetaf), "thetaf")
+    check_values(recipe, theta0, thetaf)

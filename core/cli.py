@@ -11,16 +11,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoints import check_pair, load_checkpoint, save_safetensors
+from core.architectures import model_for_recipe
+from core.checkpoints import check_manifest, check_pair, load_checkpoint, manifest_of, save_safetensors
 from core.data import check_images_fit, first_per_class, load_dataset, save_npz_bytes, to_normalized
 from core.errors import DatasetError, RecipeError
 from core.evaluation import evaluate_npz_bytes
-from core.pipeline import reconstruct
+from core.execution import DEVICE_NAMES, Execution, resolve_device
+from core.job_settings import JobSettings, LrSearch
+from core.methods import method_names, parse_settings
+from core.methods.base import MethodInputs, Progress
+from core.metrics import PAIRINGS
+from core.pipeline import Pipeline
 from core.recipe import load_recipe
-from core.settings import LrSearch, ReconstructionSettings, parse_settings
-from core.simudy import model_for_recipe
-from core.state_io import state_from_bytes, state_to_bytes
-from core.trainer import accuracy, train
+from core.train import accuracy, train
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -38,20 +41,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", type=Path, help="theta0 to start from (default: random init by --seed)")
     p.add_argument("--eval", type=Path, metavar="TEST.npz", help="report test accuracy of thetaf")
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICE_NAMES)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("reconstruct", help="reconstruct training images from theta0 and thetaf")
     add_reconstruction_args(p)
+    add_execution_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_reconstruct)
 
+    p = sub.add_parser("compare", help="run several methods on one target and compare them with the truth")
+    p.add_argument("--methods", required=True, help="comma-separated, e.g. simudy,ntk,kkt")
+    p.add_argument("--theta0", type=Path, help="weights before training (every method but kkt)")
+    p.add_argument("--thetaf", required=True, type=Path)
+    p.add_argument("--recipe", required=True, type=Path)
+    p.add_argument("--truth", required=True, type=Path, help="npz of the true training images")
+    p.add_argument("--num-images", required=True, type=int, help="the training set size N")
+    p.add_argument("--iterations", type=int, help="the same image-update budget for every method")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--settings", type=Path, metavar="FILE",
+                   help='JSON of each method\'s own settings: {"kkt": {...}, "ntk": {...}}')
+    add_execution_args(p)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("evaluate", help="score reconstructions against the true training images")
     p.add_argument("--reconstruction", required=True, type=Path)
     p.add_argument("--truth", required=True, type=Path)
-    p.add_argument("--pairing", default="greedy", choices=["greedy", "optimal"])
+    p.add_argument("--pairing", default="greedy", choices=PAIRINGS.names())
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_evaluate)
 
@@ -59,34 +78,60 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def add_reconstruction_args(p: argparse.ArgumentParser) -> None:
     """The inputs of a reconstruction, the same for a local run (`reconstruct`) and a job on a
     service (`submit`)."""
-    p.add_argument("--theta0", required=True, type=Path)
+    p.add_argument("--theta0", type=Path, help="weights before training (every method but kkt)")
     p.add_argument("--thetaf", required=True, type=Path)
     p.add_argument("--recipe", required=True, type=Path)
+    p.add_argument("--method", choices=method_names(), help="reconstruction method (default simudy)")
     p.add_argument("--num-images", required=True, type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--lr-search", action="store_true", help="training lr unknown: grid search it")
-    p.add_argument("--settings", type=Path, help="JSON with more reconstruction settings")
+    p.add_argument("--settings", type=Path, help="JSON with more settings of the method")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="ask for a precision (bf16 changes the numbers slightly)")
 
 
-def settings_from_args(args: argparse.Namespace) -> ReconstructionSettings:
+def add_execution_args(p: argparse.ArgumentParser) -> None:
+    """How a local run executes (a service's workers decide this for its jobs)."""
+    p.add_argument("--device", default="auto", choices=DEVICE_NAMES)
+    p.add_argument("--checkpoint-segments", type=int, default=0, metavar="K",
+                   help="recompute the unrolled graph K steps at a time (less memory)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--generic-engine", action="store_true",
+                   help="never use an exact specialised engine (e.g. the low-rank MLP path)")
+
+
+def settings_from_args(args: argparse.Namespace) -> JobSettings:
     """--settings JSON, then the flags on top of it."""
     extra = {}
     if args.settings:
         try:
             extra = json.loads(args.settings.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise RecipeError(f"cannot read settings {args.settings}: {err}") from None
         if not isinstance(extra, dict):
             raise RecipeError(f"settings {args.settings}: expected a JSON object")
     extra["num_images"] = args.num_images
-    for key in ("iterations", "seed", "device"):
+    for key in ("method", "iterations", "seed", "precision"):
         if getattr(args, key) is not None:
             extra[key] = getattr(args, key)
     if args.lr_search and not extra.get("lr_search"):
         extra["lr_search"] = LrSearch().model_dump()
     return parse_settings(extra)
+
+
+def execution_from_args(args: argparse.Namespace) -> Execution:
+    return Execution(device=args.device, checkpoint_segments=args.checkpoint_segments,
+                     threads=args.threads, fast_paths=not getattr(args, "generic_engine", False))
+
+
+def inputs_from_args(args: argparse.Namespace) -> MethodInputs:
+    """Load the recipe and checkpoints named on the command line and check they fit."""
+    recipe = load_recipe(args.recipe)
+    theta0 = load_checkpoint(args.theta0) if args.theta0 else None
+    thetaf = load_checkpoint(args.thetaf)
+    check_pair(recipe, theta0, thetaf)
+    return MethodInputs(recipe=recipe, thetaf=thetaf, theta0=theta0)
 
 
 def read_input(path: Path, what: str) -> bytes:
@@ -106,8 +151,6 @@ def make_out_dir(path: Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.device import resolve_device
-
     recipe = load_recipe(args.recipe)
     x, y = load_dataset(args.dataset)
     check_images_fit(x, recipe, args.dataset.name)
@@ -136,9 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = model_for_recipe(recipe)
     if args.init:
         theta0 = load_checkpoint(args.init)
-        from core.checkpoints import check_against_model
-
-        check_against_model(theta0, model.state_dict(), "init")
+        check_manifest(recipe, manifest_of(theta0), "init")
     else:
         theta0 = {k: v.clone() for k, v in model.state_dict().items()}
     out = make_out_dir(args.out)
@@ -152,7 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.eval:
         tx, ty = load_dataset(args.eval)
         summary["test_accuracy"] = accuracy(model_for_recipe(recipe), thetaf, to_normalized(tx, recipe),
-                                            torch.from_numpy(ty), device=device)
+                                            torch.from_numpy(ty), device=device, loss=recipe.loss)
         print(f"test accuracy {summary['test_accuracy']:.4f}", file=sys.stderr)
     save_safetensors(theta0, out / "theta0.safetensors")
     save_safetensors(thetaf, out / "thetaf.safetensors")
@@ -163,17 +204,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ProgressPrinter:
-    """A one-line progress bar on a terminal, a line per 10% otherwise."""
+class TerminalMonitor:
+    """A run on the command line: a one-line progress bar on a terminal (a line per 10%
+    otherwise), and Ctrl-C / SIGTERM ask the run to stop after the current step, so its state
+    can be saved and resumed."""
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.last_decile = -1
+        self.stop_requested = False
 
-    def __call__(self, p) -> None:
+    def on_progress(self, p: Progress) -> None:
         eta = f"{p.eta_seconds:.0f}s" if p.eta_seconds is not None else "?"
-        line = (f"iter {p.iteration}/{p.iterations} loss {p.loss:.4f} cos {p.cosine:.4f} "
-                f"tv {p.tv:.3f} elapsed {p.elapsed_seconds:.0f}s eta {eta}")
+        metrics = " ".join(f"{k} {v:.4g}" for k, v in p.metrics.items())
+        line = f"iter {p.iteration}/{p.iterations} {metrics} elapsed {p.elapsed_seconds:.0f}s eta {eta}"
         if self.tty:
             filled = int(30 * p.fraction)
             print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {line}", end="", file=sys.stderr, flush=True)
@@ -183,27 +227,19 @@ class _ProgressPrinter:
             self.last_decile = int(10 * p.fraction)
             print(line, file=sys.stderr, flush=True)
 
+    def should_stop(self) -> bool:
+        return self.stop_requested
 
-class _StopOnSignal:
-    """Ctrl-C / SIGTERM ask the run to stop after the current iteration, so its state can be
-    saved and resumed."""
+    def _handler(self, signum, frame) -> None:  # noqa: ANN001
+        self.stop_requested = True
 
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def _handler(self, signum, frame) -> None:
-        self.requested = True
-
-    def __enter__(self):
+    def __enter__(self) -> "TerminalMonitor":
         import signal
 
         self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         import signal
 
         for s, h in self._old.items():
@@ -211,34 +247,61 @@ class _StopOnSignal:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
     settings = settings_from_args(args)
-    theta0, thetaf = load_checkpoint(args.theta0), load_checkpoint(args.thetaf)
-    check_pair(recipe, theta0, thetaf)
+    pipeline = Pipeline(inputs_from_args(args), settings, execution_from_args(args))
     out = make_out_dir(args.out)
     state_path = out / "state.pt"
-    state = state_from_bytes(state_path.read_bytes()) if args.resume and state_path.exists() else None
-    if args.resume and state is None:
+    if args.resume and not state_path.exists():
         raise RecipeError(f"--resume: no saved state at {state_path}")
-    stop = _StopOnSignal()
-
-    def on_candidate(s):
-        print(f"lr {s['lr']:.4g}: loss after {len(s['losses'])} updates {s['score']:.4f}", file=sys.stderr)
-
-    with stop:
-        recon, outputs = reconstruct(theta0, thetaf, recipe, settings, on_progress=_ProgressPrinter(),
-                                     on_candidate=on_candidate, should_stop=stop, state=state)
-    if outputs is None:
-        state_path.write_bytes(state_to_bytes(recon.state_dict()))
-        print(f"\nstopped at iteration {recon.iteration}; state saved to {state_path} "
+    state = state_path.read_bytes() if args.resume else None
+    lr = None
+    if pipeline.lr_candidates and state is None:
+        lr = pipeline.search_lr(on_candidate=lambda s: print(
+            f"lr {s['lr']:.4g}: loss after {len(s['losses'])} updates {s['score']:.4f}", file=sys.stderr))
+    with TerminalMonitor() as monitor:
+        pipeline.start(lr=lr, state=state)
+        finished = pipeline.run(monitor)
+    if not finished:
+        state_path.write_bytes(pipeline.state_bytes())
+        print(f"\nstopped at iteration {pipeline.method.iteration}; state saved to {state_path} "
               "(continue with --resume)", file=sys.stderr)
         return 130
-    (out / "reconstruction.npz").write_bytes(outputs.npz_bytes)
-    (out / "grid.png").write_bytes(outputs.grid_png)
-    (out / "loss.csv").write_text(outputs.loss_csv)
-    summary = {**outputs.summary, "settings": json.loads(recon.settings.model_dump_json())}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    pipeline.finalize().write(out)
     state_path.unlink(missing_ok=True)
+    print(out)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from core.compare import run_methods, table_markdown, write_comparison
+
+    per_method: dict = {}
+    if args.settings:
+        try:
+            per_method = json.loads(args.settings.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RecipeError(f"cannot read settings {args.settings}: {err}") from None
+        if not isinstance(per_method, dict) or not all(isinstance(v, dict) for v in per_method.values()):
+            raise RecipeError(f"settings {args.settings}: expected {{method: {{option: value}}}}")
+    shared = {"num_images": args.num_images}
+    for key in ("iterations", "seed"):
+        if getattr(args, key) is not None:
+            shared[key] = getattr(args, key)
+    truth = read_input(args.truth, "truth")
+    out = make_out_dir(args.out)
+    monitor = TerminalMonitor()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+
+    def monitor_for(name: str) -> TerminalMonitor:
+        print(f"{name}:", file=sys.stderr, flush=True)
+        monitor.last_decile = -1
+        return monitor
+
+    with monitor:
+        runs = run_methods(methods, inputs_from_args(args), truth, shared, per_method,
+                           execution_from_args(args), out, monitor_for=monitor_for)
+    write_comparison(runs, truth, out)
+    print(table_markdown(runs), end="")
     print(out)
     return 0
 
@@ -249,7 +312,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = make_out_dir(args.out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "pairs.png").write_bytes(pairs_png)
-    print(f"ssim_paper_mean {metrics['ssim_paper_mean']:.4f}  ssim_mean {metrics['ssim_mean']:.4f}  "
-          f"psnr_mean {metrics['psnr_mean']:.2f}  recovered>0.3 {metrics['recovered_above_0.3']}"
-          f"/{metrics['num_originals']}")
+    print(metrics_line(metrics))
     return 0
+
+
+def metrics_line(metrics: dict) -> str:
+    """One line of the headline scores (``evaluate`` and ``submit --truth`` print it)."""
+    return (f"ssim_paper_mean {metrics['ssim_paper_mean']:.4f}  ssim_mean {metrics['ssim_mean']:.4f}  "
+            f"psnr_mean {metrics['psnr_mean']:.2f}  recovered>0.3 {metrics['recovered_above_0.3']}"
+            f"/{metrics['num_originals']}")

@@ -1,9 +1,14 @@
 """Image datasets as npz files: ``x`` uint8 (N,H,W,C), ``y`` integer labels (as in
-``shared/data``), and conversions to and from the model's normalised space."""
+``shared/data``), and conversions to and from the model's normalised space.
+
+``inspect_npz`` reads only the array headers (shape, dtype) of an npz, so the size of what a
+file would unpack to is known, and bounded, before anything is decompressed."""
 
 from __future__ import annotations
 
 import io
+import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +18,50 @@ from core.errors import DatasetError
 from core.recipe import Recipe
 
 
-def load_dataset(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Return (x uint8 NHWC, y int64). Never unpickles (``allow_pickle=False``)."""
+MAX_NPY_HEADER = 10_000
+
+
+def inspect_npz(data: bytes, name: str = "dataset") -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's (shape, dtype) from its header, decompressing nothing else; refuses what
+    is not an npz or whose members do not hold the size their headers declare."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise DatasetError(f"{name} is not a readable npz file (an .npz made by numpy.savez)") from None
+    if len(infos) > 64:
+        raise DatasetError(f"{name} holds {len(infos)} arrays; an image set has x and y")
+    arrays = {}
+    for info in infos:
+        if not info.filename.endswith(".npy"):
+            continue
+        try:
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read(f, max_header_size=MAX_NPY_HEADER)
+                header_end = f.tell()
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError):
+            raise DatasetError(f"{name}: {info.filename} is not a readable array") from None
+        if dtype.hasobject:
+            raise DatasetError(f"{name}: {info.filename} holds Python objects (never loaded)")
+        if info.file_size != header_end + math.prod(shape) * dtype.itemsize:
+            raise DatasetError(f"{name}: {info.filename} does not hold the data its header declares")
+        arrays[info.filename[:-4]] = (tuple(shape), dtype)
+    return arrays
+
+
+def load_dataset(source: str | Path | bytes, *, max_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (x uint8 NHWC, y int64). Never unpickles (``allow_pickle=False``). From bytes,
+    the headers are checked first, and more than ``max_images`` images are refused before
+    anything is decompressed."""
     name = "dataset" if isinstance(source, bytes) else Path(source).name
+    if isinstance(source, bytes):
+        headers = inspect_npz(source, name)
+        if "x" in headers and len(headers["x"][0]) == 4 and max_images is not None \
+                and headers["x"][0][0] > max_images:
+            raise DatasetError(f"{name} holds {headers['x'][0][0]} images, over the limit of {max_images}")
     try:
         with np.load(io.BytesIO(source) if isinstance(source, bytes) else source,
                      allow_pickle=False) as z:
@@ -26,8 +72,11 @@ def load_dataset(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray]:
         raise
     except FileNotFoundError:
         raise DatasetError(f"{name}: no such file") from None
-    except (ValueError, OSError, EOFError) as err:
-        raise DatasetError(f"{name} is not a readable npz file: {err}") from None
+    except AttributeError:  # a bare .npy: np.load gave an array, not an archive
+        raise DatasetError(f"{name} is not an npz file (a bare .npy array?): save x and y with "
+                           "numpy.savez") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DatasetError(f"{name} is not a readable npz file: {str(err)[:200]}") from None
     if x.dtype != np.uint8 or x.ndim != 4:
         raise DatasetError(f"{name}: 'x' must be uint8 of shape (N, H, W, C), got {x.dtype} {list(x.shape)}")
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):

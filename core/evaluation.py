@@ -10,14 +10,15 @@ reconstruction counts 0 (SSIM) as in the paper.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
-from core.data import load_dataset, uint8_to_unit, unit_to_normalized
+from core.data import inspect_npz, load_dataset, uint8_to_unit, unit_to_normalized
 from core.errors import DatasetError
-from core.metrics import PAIRINGS, psnr_matrix, ssim_matrix, ssim_paper_matrix
+from core.metrics import METRICS, PAIRING_METRIC, PAIRINGS
 from core.recipe import CIFAR10_MEAN, CIFAR10_STD
 
 THRESHOLDS = (0.3, 0.5)
@@ -32,34 +33,44 @@ def evaluate(recon01: torch.Tensor, truth01: torch.Tensor, mean, std, *,
              pairing: str = "greedy", recon_normalized: torch.Tensor | None = None) -> dict[str, Any]:
     """``recon01`` (M,C,H,W) and ``truth01`` (N,C,H,W) in [0, 1]; mean/std of the model's
     normalisation. The paper scores the raw optimised images in normalised space: pass them as
-    ``recon_normalized`` (unclamped); without them the [0, 1] images are normalised instead."""
+    ``recon_normalized`` (unclamped); without them the [0, 1] images are normalised instead.
+    Every registered metric is reported for the pairs chosen by ``PAIRING_METRIC``."""
     if recon01.shape[1:] != truth01.shape[1:]:
         raise DatasetError(f"reconstructions are {list(recon01.shape[1:])} but the true images are "
                            f"{list(truth01.shape[1:])} (C, H, W)")
     if pairing not in PAIRINGS:
-        raise DatasetError(f"unknown pairing {pairing!r} (greedy or optimal)")
+        raise DatasetError(f"unknown pairing {pairing!r} ({' or '.join(PAIRINGS.names())})")
     if recon_normalized is None:
         recon_normalized = unit_to_normalized(recon01, mean, std)
     elif recon_normalized.shape != recon01.shape:
         raise DatasetError("x_normalized and x of the reconstruction disagree in shape")
-    paper = ssim_paper_matrix(_hwc(unit_to_normalized(truth01, mean, std)), _hwc(recon_normalized))
-    t, r = _hwc(truth01), _hwc(recon01)
-    pairs = PAIRINGS[pairing](paper)
-    std_ssim = {(i, j): float(ssim_matrix(t[i:i + 1], r[j:j + 1])[0, 0]) for i, j in pairs}
-    psnr = {(i, j): float(psnr_matrix(t[i:i + 1], r[j:j + 1])[0, 0]) for i, j in pairs}
+    images = {"normalized": (_hwc(unit_to_normalized(truth01, mean, std)), _hwc(recon_normalized)),
+              "unit": (_hwc(truth01), _hwc(recon01))}
+    pairing_metric = METRICS.get(PAIRING_METRIC)
+    full = pairing_metric.score(*images[pairing_metric.space])
+    pairs = PAIRINGS.get(pairing)(full)
+    rows = []
+    for i, j in pairs:
+        row: dict[str, Any] = {"original": i, "reconstruction": j}
+        for name in METRICS.names():
+            metric = METRICS.get(name)
+            t, r = images[metric.space]
+            row[name] = float(full[i, j]) if name == PAIRING_METRIC else \
+                float(metric.score(t[i:i + 1], r[j:j + 1])[0, 0])
+        rows.append(row)
+    rows.sort(key=lambda p: -p[PAIRING_METRIC])
     n = len(truth01)
-    rows = sorted(({"original": i, "reconstruction": j, "ssim_paper": float(paper[i, j]),
-                    "ssim": std_ssim[(i, j)], "psnr": psnr[(i, j)]} for i, j in pairs),
-                  key=lambda p: -p["ssim_paper"])
-    scores = [p["ssim_paper"] for p in rows] + [0.0] * (n - len(rows))
-    metrics: dict[str, Any] = {
-        "ssim_paper_mean": sum(scores) / n,
-        "ssim_mean": sum(std_ssim.values()) / n,
-        "psnr_mean": float(np.mean(list(psnr.values()))) if psnr else 0.0,
-        "pairing": pairing,
-        "num_originals": n,
-        "num_reconstructions": len(recon01),
-    }
+    metrics: dict[str, Any] = {}
+    for name in METRICS.names():
+        metric = METRICS.get(name)
+        values = [row[name] for row in rows]
+        if metric.unpaired is None:
+            metrics[f"{name}_mean"] = float(np.mean(values)) if values else 0.0
+        else:
+            metrics[f"{name}_mean"] = (sum(values) + metric.unpaired * (n - len(values))) / n
+    metrics.update({"pairing": pairing, "pairing_metric": PAIRING_METRIC, "num_originals": n,
+                    "num_reconstructions": len(recon01)})
+    scores = [row[PAIRING_METRIC] for row in rows] + [0.0] * (n - len(rows))
     for th in THRESHOLDS:
         metrics[f"recovered_above_{th}"] = sum(s > th for s in scores)
     metrics["top_k_ssim_paper_mean"] = {str(k): float(np.mean(scores[:k])) for k in TOP_K if k <= n}
@@ -67,11 +78,29 @@ def evaluate(recon01: torch.Tensor, truth01: torch.Tensor, mean, std, *,
     return metrics
 
 
-def evaluate_npz_bytes(recon_npz: bytes, truth_npz: bytes, *, pairing: str = "greedy") -> tuple[dict, bytes]:
+def scoring_work(recon_npz: bytes, truth_npz: bytes) -> int:
+    """Pixel pairs the scoring compares (originals x reconstructions x values per image), read
+    from the headers: the cost of ``evaluate_npz_bytes`` grows with it."""
+    shapes = []
+    for data, name in ((recon_npz, "reconstruction"), (truth_npz, "truth")):
+        x = inspect_npz(data, name).get("x")
+        if x is None or len(x[0]) != 4:
+            raise DatasetError(f"{name} must hold 'x': uint8 images of shape (N, H, W, C)")
+        shapes.append(x[0])
+    (m, *image), (n, *_) = shapes
+    return n * m * math.prod(image)
+
+
+def evaluate_npz_bytes(recon_npz: bytes, truth_npz: bytes, *, pairing: str = "greedy",
+                       max_work: int | None = None) -> tuple[dict, bytes]:
     """Score a ``reconstruction.npz`` against a truth npz; return (metrics, pairs grid PNG).
-    Normalisation comes from the reconstruction file (``mean``/``std``), else CIFAR-10's."""
+    Normalisation comes from the reconstruction file (``mean``/``std``), else CIFAR-10's. With
+    ``max_work``, more pixel pairs than that (``scoring_work``) are refused before any work."""
     from core.grids import pairs_grid_png
 
+    if max_work is not None and (work := scoring_work(recon_npz, truth_npz)) > max_work:
+        raise DatasetError(f"scoring these images compares {work:,} pixel pairs, over the limit of "
+                           f"{max_work:,}: send fewer true images, or score locally with simudy evaluate")
     rx, _ = load_dataset(recon_npz)
     tx, _ = load_dataset(truth_npz)
     mean, std, raw = _normalized_space(recon_npz)

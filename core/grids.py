@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 
 from core.data import unit_to_uint8
 
-SCALE = 2  # CIFAR images are tiny; double them so a grid is readable
+MIN_SCALE = 2  # CIFAR images are tiny; at least double them so a grid is readable
+MIN_TILE = 32  # pixels: a caption such as "0.57" fits under a tile this wide
 GAP = 2
 
 
@@ -21,7 +22,8 @@ def _tile(x01: torch.Tensor) -> list[Image.Image]:
     tiles = []
     for a in arr:
         img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a[..., :3])
-        tiles.append(img.resize((img.width * SCALE, img.height * SCALE), Image.NEAREST))
+        scale = max(MIN_SCALE, -(-MIN_TILE // img.width))  # whole multiples keep pixels crisp
+        tiles.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
     return tiles
 
 

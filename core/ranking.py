@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from core.losses import training_loss
+from core.sgd_step import ClipRule, TrainState, training_step
 from core.simulation import SimulationPlan, leaf_state
-from core.training import ClipRule, TrainState, training_step
-
-Tensors = dict[str, torch.Tensor]
+from core.types import Tensors
 
 
 def total_gradient_norms(plan: SimulationPlan, state0: TrainState, x: torch.Tensor,
@@ -34,7 +33,7 @@ def total_gradient_norms(plan: SimulationPlan, state0: TrainState, x: torch.Tens
 
     def sample_loss(params: Tensors, buffers: Tensors, xi: torch.Tensor, yi: torch.Tensor):
         logits = functional_call(model, {**params, **buffers}, (xi[None],))
-        return F.cross_entropy(logits, yi[None])
+        return training_loss(plan.sgd.loss, logits, yi[None])
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, None, 0, 0))
     for step in range(plan.num_steps):

@@ -5,24 +5,23 @@ One JSON schema shared by the CLI (``--recipe R.json``) and the API (``recipe`` 
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.errors import RecipeError
-
-M = TypeVar("M", bound=BaseModel)
+from core.schema import UserModel, parse_json_model
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+LEGACY_MODE = {"frozen": "eval", "train": "train"}  # the old ``batchnorm`` field's values
 
 
-class Normalize(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    mean: list[float] = Field(default_factory=lambda: list(CIFAR10_MEAN))
-    std: list[float] = Field(default_factory=lambda: list(CIFAR10_STD))
+class Normalize(UserModel):
+    mean: list[float] = Field(default_factory=lambda: list(CIFAR10_MEAN), max_length=64)
+    std: list[float] = Field(default_factory=lambda: list(CIFAR10_STD), max_length=64)
 
     @field_validator("std")
     @classmethod
@@ -32,41 +31,65 @@ class Normalize(BaseModel):
         return v
 
 
-class Optimizer(BaseModel):
+class Optimizer(UserModel):
     """SGD as ``torch.optim.SGD`` defines it (momentum buffer starts at the first gradient;
     weight decay added to the gradient before momentum)."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Literal["sgd"] = "sgd"
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.01, gt=0, le=100)
     momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=1)
     nesterov: bool = False
 
 
-class Recipe(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+class Recipe(UserModel):
+    model_config = UserModel.model_config | {"json_schema_extra": {"examples": [{
         "architecture": "mlp", "arch_options": {"hidden": [1000, 1000]}, "num_classes": 10,
         "image_shape": [3, 32, 32],
         "normalize": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)},
         "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0},
-        "epochs": 20, "batch_size": 20, "shuffle": False, "batchnorm": "frozen"}]})
+        "epochs": 20, "batch_size": 20, "shuffle": False, "model_mode": "eval"}]}}
 
-    architecture: str = Field(..., description="mlp, convnet, resnet18, resnet50 or torchvision/<name>")
+    architecture: str = Field(..., max_length=100,
+                              description="mlp, convnet, resnet18, resnet50 or torchvision/<name>")
     arch_options: dict[str, Any] = Field(default_factory=dict)
     num_classes: int = Field(10, ge=2, le=100_000)
     image_shape: tuple[int, int, int] = (3, 32, 32)
     normalize: Normalize = Field(default_factory=Normalize)
     optimizer: Optimizer = Field(default_factory=Optimizer)
     epochs: int = Field(20, ge=1, le=10_000)
-    batch_size: int = Field(20, ge=1)
+    batch_size: int = Field(20, ge=1, le=100_000)
     shuffle: bool = False
-    batchnorm: Literal["frozen", "train"] = Field(
-        "frozen", description="frozen: BatchNorm in eval mode (running statistics stay at theta0's, "
-        "the paper's protocol); train: batch statistics and running-statistics updates")
+    model_mode: Literal["eval", "train"] = Field(
+        "eval", description="the mode every layer trained in. eval: BatchNorm normalises with "
+        "theta0's running statistics and never updates them, dropout is off (the paper's protocol); "
+        "train: batch statistics, running statistics updated. Older recipes say batchnorm "
+        "'frozen' (= eval) or 'train'.")
+    loss: Literal["cross_entropy", "logistic"] = Field(
+        "cross_entropy", description="cross_entropy: one output per class; logistic: a binary "
+        "model with ONE output f and labels {0, 1}, loss log(1 + exp(-(2y - 1) f)) (num_classes 2)")
     clip_grad_norm: float | None = Field(
         None, gt=0, description="max global gradient norm used by the real training, if any")
     augment: bool = Field(False, description="random crop + flip in real training (pretraining only)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_batchnorm(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batchnorm" in data:
+            data = dict(data)
+            legacy = data.pop("batchnorm")
+            if "model_mode" in data:
+                raise ValueError("give model_mode only (batchnorm is its old name)")
+            if legacy not in LEGACY_MODE:
+                raise ValueError("batchnorm (the old name of model_mode) must be 'frozen' or 'train'")
+            data["model_mode"] = LEGACY_MODE[legacy]
+        return data
+
+    @field_validator("arch_options")
+    @classmethod
+    def _plain_json(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_plain_json(v, "arch_options")
+        return v
 
     @field_validator("image_shape")
     @classmethod
@@ -82,20 +105,47 @@ class Recipe(BaseModel):
             raise ValueError(f"normalize mean and std need {c} values, one per channel")
         return self
 
+    @model_validator(mode="after")
+    def _logistic_is_binary(self) -> "Recipe":
+        if self.loss == "logistic" and self.num_classes != 2:
+            raise ValueError("loss logistic is binary: num_classes must be 2")
+        return self
+
+    @property
+    def num_outputs(self) -> int:
+        """The width of the model's last layer: 1 for the logistic loss, else num_classes."""
+        return 1 if self.loss == "logistic" else self.num_classes
+
+    @property
+    def trains_in_eval_mode(self) -> bool:
+        return self.model_mode == "eval"
+
     def without_augmentation(self) -> "Recipe":
         return self.model_copy(update={"augment": False})
 
 
-def parse_json_model(model: type[M], data: dict[str, Any] | str | bytes, what: str) -> M:
-    """Validate a dict or JSON text into ``model``; raise ``RecipeError`` naming the field."""
-    try:
-        if isinstance(data, (str, bytes)):
-            data = json.loads(data)
-        return model.model_validate(data)
-    except json.JSONDecodeError as err:
-        raise RecipeError(f"{what} is not valid JSON: {err}") from None
-    except ValidationError as err:
-        raise RecipeError(f"invalid {what}: {format_validation_error(err)}") from None
+def check_plain_json(value: Any, where: str, *, depth: int = 0, budget: list[int] | None = None) -> None:
+    """A small tree of JSON values: finite numbers, text without control characters, at most
+    6 levels and 1,000 values (an option never needs more; a database cannot store NUL)."""
+    budget = [1000] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0 or depth > 6:
+        raise ValueError(f"{where} is too large or too deeply nested")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_plain_json(k, where, depth=depth + 1, budget=budget)
+            check_plain_json(v, f"{where}.{k}", depth=depth + 1, budget=budget)
+    elif isinstance(value, list):
+        for item in value:
+            check_plain_json(item, where, depth=depth + 1, budget=budget)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} holds a number that is not finite")
+    elif isinstance(value, str):
+        if len(value) > 1000 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(f"{where} holds text that is too long or has control characters")
+    elif value is not None and not isinstance(value, (bool, int)):
+        raise ValueError(f"{where} holds a {type(value).__name__}, not a JSON value")
 
 
 def parse_recipe(data: dict[str, Any] | str | bytes) -> Recipe:
@@ -105,15 +155,6 @@ def parse_recipe(data: dict[str, Any] | str | bytes) -> Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     try:
         text = Path(path).read_text()
-    except OSError as err:
-        raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"cannot read recipe {path}: {getattr(err, 'strerror', None) or err}") from None
     return parse_recipe(text)
-
-
-def format_validation_error(err: ValidationError) -> str:
-    """One line: ``field.path: message; other.field: message``."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        parts.append(f"{loc}: {e['msg']}")
-    return "; ".join(parts)

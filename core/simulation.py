@@ -3,7 +3,8 @@
 ``simulate`` unrolls ``training_step`` over the dummy batches for the simulated epochs.
 ``objective_and_image_grad`` returns the SimuDy loss and fills ``x.grad``, either keeping the
 whole unrolled graph or, with ``segment_steps > 0``, recomputing it segment by segment during
-the backward pass so memory holds one segment's graph at a time (exact same gradient).
+the backward pass so memory holds one segment's graph at a time (exact same gradient). Its
+values stay on the device (no host sync); the caller decides when to read them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from core.training import ClipRule, SGDConfig, TrainState, training_step
-
-Tensors = dict[str, torch.Tensor]
+from core.sgd_step import ClipRule, SGDConfig, TrainState, training_step
+from core.types import Tensors
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,14 @@ class SimulationPlan:
 
 @dataclass
 class ObjectiveValue:
-    loss: float
-    cosine: float
-    tv: float
+    """0-dim tensors on the device, detached."""
+
+    loss: torch.Tensor
+    cosine: torch.Tensor
+    tv: torch.Tensor
+
+    def stacked(self) -> torch.Tensor:
+        return torch.stack([self.loss, self.cosine, self.tv])
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +112,7 @@ def objective_and_image_grad(plan: SimulationPlan, objective: DisplacementObject
         cos = objective.cosine(final.params)
         loss = 1 - cos + objective.tv_weight * tv
         loss.backward(inputs=[x])  # never accumulate unused gradients into theta0
-        return ObjectiveValue(float(loss.detach()), float(cos.detach()), float(tv.detach()))
+        return ObjectiveValue(loss.detach(), cos.detach(), tv.detach())
 
     # Forward without a graph, keeping the state at each segment boundary.
     bounds = list(range(0, plan.num_steps, segment_steps)) + [plan.num_steps]
@@ -135,4 +140,4 @@ def objective_and_image_grad(plan: SimulationPlan, objective: DisplacementObject
         torch.autograd.backward(outs, grads, inputs=[x, *inputs])
         carry = {("p", k): v.grad for k, v in start.params.items()}
         carry.update({("m", k): v.grad for k, v in start.momentum.items()})
-    return ObjectiveValue(float(loss.detach()), float(cos.detach()), float(tv.detach()))
+    return ObjectiveValue(loss.detach(), cos.detach(), tv.detach())

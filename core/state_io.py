@@ -1,4 +1,4 @@
-"""Serialise a reconstruction's state (``SimuDy.state_dict()``) to bytes and back.
+"""Serialise a reconstruction's state (``Pipeline.state_bytes``) to bytes and back.
 
 Loading uses ``torch.load(weights_only=True)``: even our own saved states are never unpickled
 with code execution, so a tampered object in storage cannot run anything."""

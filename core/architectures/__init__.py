@@ -2,17 +2,23 @@
 
 ``build_model(name, options, num_classes, image_shape)`` returns an ``nn.Module`` whose
 ``state_dict()`` layout is documented in each module. ``torchvision/<name>`` is resolved
-dynamically for any torchvision classification model.
+dynamically for any torchvision classification model. ``model_for_recipe`` builds the model a
+recipe names; ``expected_manifest`` builds it on the ``meta`` device (no memory, no
+initialisation work) to learn the key/shape/dtype layout a checkpoint must have.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+import torch
 import torch.nn as nn
 
 from core.errors import RecipeError
 from core.registry import Registry
+
+if TYPE_CHECKING:
+    from core.recipe import Recipe
 
 ModelFactory = Callable[[dict[str, Any], int, tuple[int, int, int]], nn.Module]
 ARCHITECTURES: Registry[ModelFactory] = Registry("architecture")
@@ -31,8 +37,29 @@ def build_model(name: str, options: dict[str, Any] | None, num_classes: int,
         raise RecipeError(f"{err.args[0]}; or torchvision/<model name>") from None
     try:
         return factory(options, num_classes, tuple(image_shape))
-    except TypeError as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise RecipeError(f"bad arch_options for {name}: {err}") from None
+    except RuntimeError as err:  # e.g. a layer of zero width
+        raise RecipeError(f"bad arch_options for {name}: {str(err).splitlines()[0][:200]}") from None
+
+
+def model_for_recipe(recipe: "Recipe") -> nn.Module:
+    return build_model(recipe.architecture, recipe.arch_options, recipe.num_outputs,
+                       tuple(recipe.image_shape))
+
+
+def expected_manifest(recipe: "Recipe") -> dict[str, tuple[list[int], str]]:
+    """``{key: (shape, dtype)}`` of the recipe's model state dict, built on the meta device."""
+    with torch.device("meta"):
+        model = model_for_recipe(recipe)
+    return {k: (list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()}
+
+
+def parameter_count(recipe: "Recipe") -> int:
+    """Trainable parameters of the recipe's model (built on the meta device)."""
+    with torch.device("meta"):
+        model = model_for_recipe(recipe)
+    return sum(p.numel() for p in model.parameters())
 
 
 def architecture_names() -> list[str]:

@@ -35,8 +35,12 @@ class ConvNet(nn.Module):
 def build(options: dict[str, Any], num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
     """A small convolutional network for tests and quick audits. Options: width (default 16),
     batchnorm (default true)."""
-    width = int(options.pop("width", 16))
-    batchnorm = bool(options.pop("batchnorm", True))
+    width = options.pop("width", 16)
+    batchnorm = options.pop("batchnorm", True)
+    if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 4096:
+        raise TypeError("width must be an integer from 1 to 4096")
+    if not isinstance(batchnorm, bool):
+        raise TypeError("batchnorm must be true or false")
     if options:
         raise TypeError(f"unknown options {sorted(options)}")
     return ConvNet(image_shape[0], width, num_classes, batchnorm)

@@ -41,7 +41,10 @@ class MLP(nn.Module):
 def build(options: dict[str, Any], num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
     """Fully connected ReLU network on flattened images. Options: hidden (widths, default
     [1000, 1000]), bias ("first" as in the paper, "all" or "none")."""
-    hidden = [int(h) for h in options.pop("hidden", [1000, 1000])]
+    hidden = options.pop("hidden", [1000, 1000])
+    if not isinstance(hidden, list) or len(hidden) > 64 or \
+            not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 1_000_000 for h in hidden):
+        raise TypeError("hidden must be a list of at most 64 widths, each an integer from 1 to 1,000,000")
     bias = options.pop("bias", "first")
     if options:
         raise TypeError(f"unknown options {sorted(options)}")

@@ -16,7 +16,11 @@ def build(name: str, options: dict[str, Any], num_classes: int, image_shape) -> 
 
     if name not in tvm.list_models(module=tvm):
         raise RecipeError(f"unknown torchvision classification model {name!r}")
+    refused = sorted(set(options) & {"weights", "weights_backbone", "num_classes", "progress"})
+    if refused:
+        raise RecipeError(f"arch_options for torchvision/{name} may not set {', '.join(refused)} "
+                          "(weights come from your checkpoints; num_classes from the recipe)")
     try:
         return tvm.get_model(name, weights=None, num_classes=num_classes, **options)
-    except TypeError as err:
+    except (TypeError, ValueError, AssertionError) as err:
         raise RecipeError(f"bad arch_options for torchvision/{name}: {err}") from None

@@ -1,15 +1,18 @@
-"""The loader never runs pickled code and names the key at fault."""
+"""The loader never runs pickled code and names the key at fault; the manifest reader learns
+names, shapes and dtypes without reading tensor data and refuses files whose sizes lie."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import resource
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from core.checkpoints import check_pair, inspect_checkpoint, load_checkpoint, save_safetensors
+from core.checkpoints import check_pair, load_checkpoint, read_manifest, save_safetensors
 from core.errors import CheckpointError
 
 from .conftest import make_recipe, trained_pair
@@ -53,13 +56,67 @@ def test_wrapped_state_dict_and_module_prefix_are_unwrapped(tmp_path):
     assert set(load_checkpoint(tmp_path / "m.pt")) == {"x"}
 
 
-def test_safetensors_round_trip_and_inspection(tmp_path):
+def test_safetensors_round_trip_and_manifest(tmp_path):
     sd = {"w": torch.randn(3, 4), "n": torch.tensor(5)}
     save_safetensors(sd, tmp_path / "c.safetensors")
     loaded = load_checkpoint(tmp_path / "c.safetensors")
     torch.testing.assert_close(loaded["w"], sd["w"])
-    info = inspect_checkpoint(tmp_path / "c.safetensors")
+    info = read_manifest(tmp_path / "c.safetensors")
     assert (info.format, info.num_tensors, info.num_parameters) == ("safetensors", 2, 12)
+    assert info.tensors == {"w": ([3, 4], "float32"), "n": ([], "int64")}
+
+
+def test_pytorch_manifest_matches_the_tensors(tmp_path):
+    sd = {"module.a": torch.ones(2, 3, dtype=torch.float16), "b": torch.zeros(4, dtype=torch.int64)}
+    torch.save({"state_dict": sd}, tmp_path / "c.pt")
+    info = read_manifest(tmp_path / "c.pt")
+    assert info.format == "pytorch"
+    assert info.tensors == {"a": ([2, 3], "float16"), "b": ([4], "int64")}
+    assert info.num_parameters == 6
+
+
+def test_manifest_of_a_broadcast_view_is_refused_without_expanding_it(tmp_path):
+    torch.save({"w": torch.zeros(1).expand(2**15, 2**15)}, tmp_path / "v.pt")  # 4 GiB if read
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="'w' is a broadcast"):
+        read_manifest(tmp_path / "v.pt")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
+
+
+def _rewrite_zip(src: Path, dst: Path, *, compress: bool = False, truncate: bool = False) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if truncate and info.filename.endswith("data/0"):
+                data = data[:8]
+            zout.writestr(info.filename, data,
+                          compress_type=zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED)
+
+
+def test_compressed_or_truncated_records_are_refused(tmp_path):
+    torch.save({"w": torch.zeros(10)}, tmp_path / "ok.pt")
+    _rewrite_zip(tmp_path / "ok.pt", tmp_path / "zip.pt", compress=True)
+    with pytest.raises(CheckpointError, match="compressed records"):
+        read_manifest(tmp_path / "zip.pt")
+    _rewrite_zip(tmp_path / "ok.pt", tmp_path / "cut.pt", truncate=True)
+    with pytest.raises(CheckpointError, match="do not match the sizes"):
+        read_manifest(tmp_path / "cut.pt")
+
+
+def test_unsupported_dtypes_and_lying_safetensors_headers_are_refused(tmp_path):
+    torch.save({"w": torch.zeros(4, dtype=torch.float8_e4m3fn)}, tmp_path / "f8.pt")
+    with pytest.raises(CheckpointError, match="dtype float8_e4m3fn"):
+        read_manifest(tmp_path / "f8.pt")
+    header = b'{"w": {"dtype": "F32", "shape": [1000000, 1000000], "data_offsets": [0, 16]}}'
+    (tmp_path / "lie.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
+    with pytest.raises(CheckpointError, match="does not fit its declared place"):
+        read_manifest(tmp_path / "lie.safetensors")
+
+
+def test_legacy_pickle_format_is_refused_by_the_manifest(tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="refused: only the zip format"):
+        read_manifest(tmp_path / "old.pt")
 
 
 def test_nan_is_named(tmp_path):
@@ -128,10 +185,10 @@ def test_identical_checkpoints_are_refused(pair):
         check_pair(recipe, theta0, theta0)
 
 
-def test_frozen_batchnorm_recipe_with_changed_statistics_is_refused():
-    trained = make_recipe(architecture="convnet", arch_options={"width": 4}, batchnorm="train")
+def test_eval_mode_recipe_with_changed_batchnorm_statistics_is_refused():
+    trained = make_recipe(architecture="convnet", arch_options={"width": 4}, model_mode="train")
     theta0, thetaf, _, _ = trained_pair(trained)
-    frozen = trained.model_copy(update={"batchnorm": "frozen"})
+    frozen = trained.model_copy(update={"model_mode": "eval"})
     with pytest.raises(CheckpointError, match="BatchNorm buffer 'features.1.running_mean'"):
         check_pair(frozen, theta0, thetaf)
     check_pair(trained, theta0, thetaf)

@@ -1,4 +1,5 @@
-"""``simudy train | reconstruct | evaluate`` end to end on a tiny case, and bad input."""
+"""``simudy train | reconstruct | evaluate`` end to end on a tiny case, and bad input. Every
+command runs in-process (``run_cli``) but one, which checks the installed entry point."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import run_cli
 
-def simudy(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "simudy", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+simudy = run_cli
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,10 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(workdir):
-    r = simudy("train", "--dataset", workdir / "data.npz", "--recipe", workdir / "recipe.json",
-               "--images-per-class", 2, "--seed", 0, "--out", workdir / "model")
+    r = subprocess.run(  # the installed entry point, once; every other command runs in-process
+        [sys.executable, "-m", "simudy", "train", "--dataset", workdir / "data.npz",
+         "--recipe", workdir / "recipe.json", "--images-per-class", "2", "--seed", "0",
+         "--out", workdir / "model"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return workdir
 
@@ -86,6 +88,10 @@ def test_lr_search_from_the_cli(trained):
     (["evaluate", "--reconstruction", "recipe.json", "--truth", "data.npz", "--out", "o"],
      "not a readable npz"),
     (["reconstruct", "--num-images", "3"], "the following arguments are required"),
+    (["reconstruct", "--thetaf", "x.pt", "--recipe", "recipe.json", "--num-images", "0", "--out", "o"],
+     "invalid settings: num_images"),
+    (["reconstruct", "--thetaf", "x.pt", "--recipe", "recipe.json", "--num-images", "2",
+      "--settings", "data.npz", "--out", "o"], "cannot read settings data.npz"),
 ])
 def test_bad_input_exits_2_with_one_line(workdir, args, message):
     r = simudy(*args, cwd=workdir)

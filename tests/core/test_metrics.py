@@ -75,3 +75,21 @@ def test_paper_ssim_uses_the_raw_normalised_images_when_given():
     assert [p for p in with_raw["pairs"] if p["original"] == 0][0]["ssim_paper"] == pytest.approx(expected)
     assert with_raw["ssim_paper_mean"] != pytest.approx(without["ssim_paper_mean"])
     assert with_raw["ssim_mean"] == pytest.approx(without["ssim_mean"])  # standard SSIM: [0, 1] images
+
+
+def test_a_registered_metric_appears_in_the_evaluation():
+    """The metric registry drives evaluate: one entry is one more reported score."""
+    from core.metrics import METRICS, register_metric
+
+    @register_metric("mean_abs_error", "unit", unpaired=None)
+    def mae(originals, recons):
+        """Mean absolute error on [0, 1] images."""
+        return np.abs(originals[:, None] - recons[None]).mean(axis=(2, 3, 4))
+
+    try:
+        x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        m = evaluate(x, x, CIFAR10_MEAN, CIFAR10_STD)
+        assert m["mean_abs_error_mean"] == 0.0
+        assert all(p["mean_abs_error"] == 0.0 for p in m["pairs"])
+    finally:
+        METRICS._entries.pop("mean_abs_error")

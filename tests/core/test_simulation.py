@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.simulation import (DisplacementObjective, SimulationPlan, objective_and_image_grad,
-                             simulate)
-from core.simudy import model_for_recipe
-from core.training import (ClipRule, SGDConfig, TrainState, batch_slices, set_batchnorm_mode,
-                           split_state_dict)
+from core.architectures import model_for_recipe
+from core.sgd_step import ClipRule, SGDConfig, TrainState, batch_slices, set_model_mode, split_state_dict
+from core.simulation import DisplacementObjective, SimulationPlan, objective_and_image_grad, simulate
 
-from .conftest import make_recipe, trained_pair
+from .conftest import TEST_DEVICE, make_recipe, trained_pair
+
+DEV = TEST_DEVICE
 
 CASES = {
     "mlp": dict(),
@@ -23,9 +23,9 @@ CASES = {
     "mlp-recipe-clipping": dict(clip_grad_norm=0.5),
     "convnet-bn-frozen": dict(architecture="convnet", arch_options={"width": 4}),
     "convnet-bn-train-momentum": dict(architecture="convnet", arch_options={"width": 4},
-                                      batchnorm="train", optimizer={"lr": 0.05, "momentum": 0.9}),
+                                      model_mode="train", optimizer={"lr": 0.05, "momentum": 0.9}),
     "resnet18-bn-frozen": dict(architecture="resnet18", arch_options={}, epochs=2),
-    "resnet18-bn-train-wd": dict(architecture="resnet18", arch_options={}, epochs=2, batchnorm="train",
+    "resnet18-bn-train-wd": dict(architecture="resnet18", arch_options={}, epochs=2, model_mode="train",
                                  optimizer={"lr": 0.01, "weight_decay": 5e-4}),
     "resnet50": dict(architecture="resnet50", arch_options={}, epochs=1, batch_size=5),
     "torchvision-resnet18": dict(architecture="torchvision/resnet18", arch_options={},
@@ -34,8 +34,9 @@ CASES = {
 
 
 def _simulate_true(recipe, theta0, x, y):
-    model = set_batchnorm_mode(model_for_recipe(recipe), recipe.batchnorm)
-    params, buffers = split_state_dict(model, theta0)
+    model = set_model_mode(model_for_recipe(recipe), recipe).to(DEV)
+    params, buffers = split_state_dict(model, {k: v.to(DEV) for k, v in theta0.items()})
+    x, y = x.to(DEV), y.to(DEV)
     plan = SimulationPlan(model, SGDConfig.from_recipe(recipe), batch_slices(len(x), recipe.batch_size),
                           recipe.epochs)
     clips = (ClipRule(recipe.clip_grad_norm, recipe.clip_grad_norm),) if recipe.clip_grad_norm else ()
@@ -51,14 +52,14 @@ def test_simulation_with_true_images_reproduces_thetaf(case):
     final = _simulate_true(recipe, theta0, x, y)
     changed = False
     for name, value in final.params.items():
-        torch.testing.assert_close(value.detach(), thetaf[name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(value.detach().cpu(), thetaf[name], rtol=1e-5, atol=1e-6, msg=name)
         changed |= not torch.equal(thetaf[name], theta0[name])
     assert changed, "training did not move the parameters"
 
 
 def test_simulation_is_differentiable_in_the_images(mlp_case):
     recipe, theta0, thetaf, x, y = mlp_case
-    x = x.clone().requires_grad_()
+    x = x.to(DEV).requires_grad_()
     final = _simulate_true(recipe, theta0, x, y)
     loss = sum((p ** 2).sum() for p in final.params.values())
     (g,) = torch.autograd.grad(loss, [x])
@@ -66,9 +67,10 @@ def test_simulation_is_differentiable_in_the_images(mlp_case):
 
 
 def _objective_setup(recipe, theta0, thetaf, n, dtype=torch.float64):
-    model = set_batchnorm_mode(model_for_recipe(recipe), recipe.batchnorm).to(dtype)
-    params, buffers = split_state_dict(model, {k: v.to(dtype) for k, v in theta0.items()})
-    paramsf, _ = split_state_dict(model, {k: v.to(dtype) for k, v in thetaf.items()})
+    model = set_model_mode(model_for_recipe(recipe), recipe).to(DEV, dtype)
+    params, buffers = split_state_dict(model, {k: v.to(DEV, dtype) if v.is_floating_point() else v.to(DEV)
+                                               for k, v in theta0.items()})
+    paramsf, _ = split_state_dict(model, {k: v.to(DEV, dtype) for k, v in thetaf.items()})
     plan = SimulationPlan(model, SGDConfig.from_recipe(recipe), batch_slices(n, recipe.batch_size),
                           recipe.epochs)
     return plan, DisplacementObjective(params, paramsf, tv_weight=0.01), TrainState(params, {}, buffers)
@@ -81,8 +83,8 @@ def test_image_gradient_matches_finite_differences(clip):
                          optimizer={"lr": 0.1, "momentum": 0.5})
     theta0, thetaf, _, _ = trained_pair(recipe, n=6)
     plan, objective, state0 = _objective_setup(recipe, theta0, thetaf, n=6)
-    y = torch.arange(6) % 10
-    x = torch.randn(6, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = (torch.arange(6) % 10).to(DEV)
+    x = torch.randn(6, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(DEV)
     leaf = x.clone().requires_grad_()
     objective_and_image_grad(plan, objective, state0, leaf, y, clip)
     analytic = leaf.grad.clone()
@@ -93,7 +95,7 @@ def test_image_gradient_matches_finite_differences(clip):
             xp = x.clone()
             xp[idx] += sign * eps
             xp.requires_grad_()
-            values.append(objective_and_image_grad(plan, objective, state0, xp, y, clip).loss)
+            values.append(float(objective_and_image_grad(plan, objective, state0, xp, y, clip).loss))
         numeric = (values[0] - values[1]) / (2 * eps)
         assert abs(numeric - float(analytic[idx])) <= 1e-5 + 1e-4 * abs(numeric), idx
 
@@ -104,13 +106,13 @@ def test_segment_checkpointing_gives_the_same_gradient(segment_steps):
                          optimizer={"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3})
     theta0, thetaf, _, _ = trained_pair(recipe)
     plan, objective, state0 = _objective_setup(recipe, theta0, thetaf, n=10, dtype=torch.float32)
-    y = torch.arange(10) % 10
-    x = torch.randn(10, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = (torch.arange(10) % 10).to(DEV)
+    x = torch.randn(10, 3, 8, 8, generator=torch.Generator().manual_seed(2)).to(DEV)
     grads, losses = [], []
     for seg in (0, segment_steps):
         leaf = x.clone().requires_grad_()
-        losses.append(objective_and_image_grad(plan, objective, state0, leaf, y,
-                                               (ClipRule(1.0, 0.5),), seg).loss)
+        losses.append(float(objective_and_image_grad(plan, objective, state0, leaf, y,
+                                                     (ClipRule(1.0, 0.5),), seg).loss))
         grads.append(leaf.grad)
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)

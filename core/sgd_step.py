@@ -17,9 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from core.losses import training_loss
 from core.recipe import Recipe
-
-Tensors = dict[str, torch.Tensor]
+from core.types import Tensors
 
 
 @dataclass(frozen=True)
@@ -34,18 +34,25 @@ class ClipRule:
     target_norm: float
 
 
+def recipe_clip_rules(recipe: Recipe) -> tuple[ClipRule, ...]:
+    """The real training's clipping (``clip_grad_norm``), as clip rules."""
+    c = recipe.clip_grad_norm
+    return (ClipRule(c, c),) if c else ()
+
+
 @dataclass(frozen=True)
 class SGDConfig:
     lr: float
     momentum: float = 0.0
     weight_decay: float = 0.0
     nesterov: bool = False
+    loss: str = "cross_entropy"  # the recipe's training loss (core.losses)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, lr: float | None = None) -> "SGDConfig":
         o = recipe.optimizer
         return cls(lr=o.lr if lr is None else lr, momentum=o.momentum,
-                   weight_decay=o.weight_decay, nesterov=o.nesterov)
+                   weight_decay=o.weight_decay, nesterov=o.nesterov, loss=recipe.loss)
 
 
 @dataclass
@@ -71,16 +78,31 @@ def split_state_dict(model: nn.Module, state: Tensors) -> tuple[Tensors, Tensors
     return params, buffers
 
 
-def set_batchnorm_mode(model: nn.Module, mode: str) -> nn.Module:
-    """``frozen``: eval mode, running statistics used and never updated (the paper's protocol);
-    ``train``: batch statistics, running statistics updated."""
-    return model.train(mode == "train")
+def set_model_mode(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """The recipe's ``model_mode`` on every layer: ``eval`` (BatchNorm uses and keeps its
+    running statistics, the paper's protocol) or ``train`` (batch statistics, updated)."""
+    return model.train(recipe.model_mode == "train")
+
+
+def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global gradient norm, summed per tensor in parameter order (one formula for the
+    real training and the simulation, so both take the same clip decisions)."""
+    return torch.sqrt(sum((g * g).sum() for g in grads))
 
 
 def clip_by_global_norm(grads: list[torch.Tensor], rule: ClipRule) -> list[torch.Tensor]:
-    norm = torch.sqrt(sum((g * g).sum() for g in grads))
-    scale = torch.where(norm > rule.threshold, rule.target_norm / (norm + 1e-6),
-                        torch.ones_like(norm))
+    """Rescale to ``rule.target_norm`` when the norm exceeds ``rule.threshold``.
+
+    The decision is read on the host from a norm taken without a graph: a rule that does not
+    fire returns the gradients untouched, which is exactly what multiplying by 1 gave (the
+    same values, and the branch not taken contributes zero to the image gradient) without
+    building the scaling graph in every unrolled step. A rule that fires recomputes the same
+    norm with a graph so its rescaling is differentiable."""
+    with torch.no_grad():
+        fires = bool(global_norm(grads) > rule.threshold)
+    if not fires:
+        return grads
+    scale = rule.target_norm / (global_norm(grads) + 1e-6)
     return [g * scale for g in grads]
 
 
@@ -93,7 +115,7 @@ def autocast_context(device: torch.device, precision: str):
 def training_step(model: nn.Module, state: TrainState, x: torch.Tensor, y: torch.Tensor,
                   sgd: SGDConfig, *, clips: tuple[ClipRule, ...] = (), create_graph: bool = False,
                   precision: str = "fp32") -> tuple[TrainState, torch.Tensor]:
-    """One step of mini-batch SGD on cross-entropy (mean over the batch), as torch.optim.SGD.
+    """One step of mini-batch SGD on the recipe's loss (mean over the batch), as torch.optim.SGD.
 
     Gradient order: clip rules (the recipe's, then the simulation's), weight decay, momentum
     (buffer = gradient at the first step), nesterov, update. With ``create_graph`` the result
@@ -108,7 +130,7 @@ def training_step(model: nn.Module, state: TrainState, x: torch.Tensor, y: torch
         logits = functional_call(model, {**state.params, **buffers}, (x,))
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # loss and gradients accumulate in full precision
-    loss = F.cross_entropy(logits, y)
+    loss = training_loss(sgd.loss, logits, y)
     grads = list(torch.autograd.grad(loss, [state.params[n] for n in names],
                                      create_graph=create_graph))
     for rule in clips:
@@ -116,14 +138,16 @@ def training_step(model: nn.Module, state: TrainState, x: torch.Tensor, y: torch
     new_params, new_momentum = {}, {}
     for name, g in zip(names, grads):
         p = state.params[name]
+        # One fused op per term (torch.add with alpha): no scaled temporaries of parameter size
+        # and a shorter backward, which matters when the step is unrolled with a graph.
         if sgd.weight_decay:
-            g = g + sgd.weight_decay * p
+            g = torch.add(g, p, alpha=sgd.weight_decay)
         if sgd.momentum:
             prev = state.momentum.get(name)
-            buf = g if prev is None else sgd.momentum * prev + g
+            buf = g if prev is None else torch.add(g, prev, alpha=sgd.momentum)
             new_momentum[name] = buf
-            g = g + sgd.momentum * buf if sgd.nesterov else buf
-        new_params[name] = p - sgd.lr * g
+            g = torch.add(g, buf, alpha=sgd.momentum) if sgd.nesterov else buf
+        new_params[name] = torch.add(p, g, alpha=-sgd.lr)
     return TrainState(new_params, new_momentum, buffers), loss.detach()
 
 

@@ -8,16 +8,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from core.losses import get_loss
 from core.recipe import Recipe
-from core.training import (ClipRule, SGDConfig, TrainState, augment_batch, batch_slices,
-                           epoch_orders, set_batchnorm_mode, split_state_dict, training_step)
-
-Tensors = dict[str, torch.Tensor]
-
-
-def recipe_clips(recipe: Recipe) -> tuple[ClipRule, ...]:
-    c = recipe.clip_grad_norm
-    return (ClipRule(c, c),) if c else ()
+from core.sgd_step import (SGDConfig, TrainState, augment_batch, batch_slices, epoch_orders,
+                           recipe_clip_rules, set_model_mode, split_state_dict, training_step)
+from core.types import Tensors
 
 
 def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *,
@@ -26,13 +21,13 @@ def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, r
     """Train from ``theta0`` on normalised images ``x`` (N,C,H,W) and labels ``y``; return the
     full final state dict (parameters and buffers) on the CPU."""
     device = torch.device(device)
-    model = set_batchnorm_mode(model.to(device), recipe.batchnorm)
+    model = set_model_mode(model.to(device), recipe)
     params, buffers = split_state_dict(model, {k: v.to(device) for k, v in theta0.items()})
     state = TrainState({k: v.detach().clone().requires_grad_() for k, v in params.items()}, {},
                        {k: v.clone() for k, v in buffers.items()})
     x, y = x.to(device), y.to(device)
     sgd = SGDConfig.from_recipe(recipe)
-    clips = recipe_clips(recipe)
+    clips = recipe_clip_rules(recipe)
     generator = torch.Generator().manual_seed(seed)
     for epoch, order in enumerate(epoch_orders(len(x), recipe.epochs, recipe.shuffle, generator)):
         order = order.to(device)
@@ -52,11 +47,14 @@ def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, r
 
 @torch.no_grad()
 def accuracy(model: nn.Module, state: Tensors, x: torch.Tensor, y: torch.Tensor, *,
-             device: torch.device | str = "cpu", batch_size: int = 500) -> float:
+             device: torch.device | str = "cpu", batch_size: int = 500, loss: str = "cross_entropy") -> float:
+    """Fraction of ``x`` the model classifies as ``y`` (``loss``: the recipe's, which says how
+    outputs become a class)."""
     device = torch.device(device)
+    predict = get_loss(loss).predict
     model = model.to(device).eval()
     model.load_state_dict(state)
     correct = 0
     for batch in batch_slices(len(x), batch_size):
-        correct += int((model(x[batch].to(device)).argmax(1).cpu() == y[batch]).sum())
+        correct += int((predict(model(x[batch].to(device))).cpu() == y[batch]).sum())
     return correct / len(x)
