@@ -1,17 +1,35 @@
-"""Every error is JSON ``{"detail": "one readable line"}``; bad input never becomes a 500."""
+"""Every error is JSON ``{"detail": "one readable line"}``; bad input never becomes a 500.
+
+- HTTP errors keep their status; validation errors are 422 naming the field.
+- ``SimudyError`` (bad checkpoint, recipe, settings, dataset) is 422.
+- The database away (refused, dropped, no connection free in time) is 503 with Retry-After; a
+  value the database cannot store (e.g. a NUL byte that slipped past validation) is 422.
+- Storage away is 503.
+- Anything else is logged and answered 500 without details.
+
+``document_errors`` makes the OpenAPI document say so: every operation lists the error
+statuses it can answer with the ``Message`` schema (FastAPI's default 422 schema describes a
+list that this server never sends).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import SimudyError
+from service.db.session import is_unavailable
+from service.storage import StorageError
 
 log = logging.getLogger(__name__)
+RETRY_AFTER = {"Retry-After": "5"}
 
 
 def _validation_line(err: RequestValidationError) -> str:
@@ -19,7 +37,7 @@ def _validation_line(err: RequestValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
         parts.append(f"{loc}: {e.get('msg', 'invalid')}")
-    return "; ".join(parts)
+    return "; ".join(parts)[:2000]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -36,8 +54,73 @@ def install_error_handlers(app: FastAPI) -> None:
     async def simudy_error(_: Request, exc: SimudyError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if is_unavailable(exc):
+            log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                        str(exc).splitlines()[0])
+            return JSONResponse({"detail": "the database is unavailable; try again shortly"},
+                                status_code=503, headers=RETRY_AFTER)
+        if isinstance(exc, DataError):
+            return JSONResponse({"detail": "the request holds a value the database cannot store"},
+                                status_code=422)
+        return await internal_error(request, exc)
+
+    @app.exception_handler(TimeoutError)
+    async def pool_timeout(request: Request, exc: TimeoutError) -> JSONResponse:
+        log.warning("no database connection free on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "the service is busy; try again shortly"}, status_code=503,
+                            headers=RETRY_AFTER)
+
+    @app.exception_handler(StorageError)
+    async def storage_error(request: Request, exc: StorageError) -> JSONResponse:
+        log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "object storage is unavailable; try again shortly"},
+                            status_code=503, headers=RETRY_AFTER)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; the service log has the details"},
                             status_code=500)
+
+
+ERRORS = {
+    "400": "malformed request (e.g. an invalid cursor or multipart body)",
+    "401": "missing, invalid or revoked API key",
+    "408": "the upload stalled",
+    "413": "the body is larger than the service accepts",
+    "415": "wrong content type",
+    "422": "invalid input, named in the message",
+    "429": "too many failed authentications from this address",
+    "503": "the database or object storage is unavailable; try again",
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Replace FastAPI's OpenAPI generation with one whose error responses match the server."""
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes)
+        message = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}}}
+        for path, item in spec.get("paths", {}).items():
+            for method, op in item.items():
+                responses = op.setdefault("responses", {})
+                public = path in ("/healthz", "/readyz") or path.startswith("/v1/catalog")
+                wanted = ["422"] + ([] if public else ["401", "429", "503"])
+                if op.get("requestBody"):
+                    wanted += ["400", "413"]
+                for code in wanted + [c for c in responses if c in ERRORS]:
+                    responses[code] = {"description": responses.get(code, {}).get("description")
+                                       or ERRORS[code], **message}
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        schemas.setdefault("Message", {"title": "Message", "type": "object", "required": ["detail"],
+                                       "properties": {"detail": {"type": "string", "title": "Detail"}}})
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -14,9 +14,9 @@ LOCAL_TEAM = "local"
 
 
 def ensure_key(key_file: Path) -> str:
-    from api.crud.teams import authenticate, create_key, create_team
-    from api.db.models import Team
-    from api.db.session import session_scope
+    from service.crud.teams import authenticate, create_key, create_team
+    from service.db.models import Team
+    from service.db.session import session_scope
 
     with session_scope() as s:
         if key_file.is_file():
@@ -34,11 +34,11 @@ def ensure_key(key_file: Path) -> str:
 def run_local(*, host: str, port: int, key_file: str) -> int:
     os.environ.setdefault("SIMUDY_DEVICE", "cpu")
     Path("var").mkdir(exist_ok=True)
-    from api.db.migrate import upgrade
-    from api.settings import get_settings
+    from service.config import get_config
+    from service.db.migrate import upgrade
 
-    settings = get_settings()
-    upgrade(settings.database_url)
+    config = get_config()
+    upgrade(config.database_url)
     key = ensure_key(Path(key_file))
     print(f"API key (also in {key_file}):\n{key}", flush=True)
     worker = subprocess.Popen([sys.executable, "-m", "simudy", "worker", "--loglevel", "WARNING"],
@@ -48,8 +48,9 @@ def run_local(*, host: str, port: int, key_file: str) -> int:
 
         from api.main import create_app
 
-        print(f"API on http://{host}:{port} (docs: /docs); worker pid {worker.pid}", flush=True)
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        print(f"Dashboard on http://{host}:{port}/ (sign in with the key above); API docs: /docs; "
+              f"worker pid {worker.pid}", flush=True)
+        uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)

@@ -8,25 +8,28 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.errors import install_error_handlers
-from api.routes import audit, catalog, checkpoints, health, jobs
-from api.settings import Settings, get_settings
+from api.body_limit import BodyLimit
+from api.errors import document_errors, install_error_handlers
+from api.routes import audit, catalog, checkpoints, health, jobs, reports
+from api.web.site import install_web
+from service.config import ServiceConfig, get_config
 
 DESCRIPTION = """Reconstruct the training images of a neural network from its initial and final
 weights (SimuDy, ICLR 2025), to audit what it memorised. Authenticate with
-`Authorization: Bearer <API key>` (`simudy admin create-key --team NAME`)."""
+`Authorization: Bearer <API key>` (`simudy admin create-key --team NAME`), or from the dashboard
+(at `/`) with its session cookie and the `X-CSRF-Token` header."""
 
 
-def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(config: ServiceConfig | None = None, *, sweep: bool = True) -> FastAPI:
+    config = config or get_config()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sweeper = None
         if sweep:
-            from worker.sweep import SweepThread
+            from service.sweep import SweepThread
 
-            sweeper = SweepThread(settings)
+            sweeper = SweepThread(config)
             sweeper.start()
         try:
             yield
@@ -36,6 +39,9 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
 
     app = FastAPI(title="simudy", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, catalog, checkpoints, jobs, audit):
+    for module in (health, catalog, checkpoints, jobs, reports, audit):
         app.include_router(module.router)
+    install_web(app)
+    app.add_middleware(BodyLimit, max_bytes=config.max_json_bytes)
+    document_errors(app)
     return app

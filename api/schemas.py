@@ -1,22 +1,55 @@
-"""Request and response bodies (schema families: ``JobCreate`` in, ``JobPublic`` out)."""
+"""Request and response bodies (schema families: ``JobCreate`` in, ``JobPublic`` out).
+
+A job's ``settings`` are validated by the chosen method's settings model (``core.methods``),
+looked up when the request arrives, so a method registered by a plugin is accepted like a
+built-in one; the OpenAPI document shows one schema per registered method."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler,
+                      field_validator)
+from pydantic_core import PydanticCustomError, core_schema
 
+from core.errors import RecipeError
+from core.job_settings import JobSettings
+from core.methods import method_names, parse_settings, settings_model
 from core.recipe import Recipe
-from core.settings import ReconstructionSettings
-
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from service.lifecycle import JobStatus, Phase
 
 RECIPE_EXAMPLE = {"architecture": "mlp", "arch_options": {"hidden": [256]}, "num_classes": 10,
                   "image_shape": [3, 32, 32], "optimizer": {"name": "sgd", "lr": 0.01},
                   "epochs": 2, "batch_size": 4}
-SETTINGS_EXAMPLE = {"num_images": 8, "iterations": 200, "image_lr": 0.01, "seed": 0,
-                    "device": "auto", "progress_every": 10}
+SETTINGS_EXAMPLE = {"method": "simudy", "num_images": 8, "iterations": 200, "image_lr": 0.01,
+                    "seed": 0, "progress_every": 10}
+
+
+class _JobSettingsType:
+    """Validates a settings object with its method's model at request time."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        def validate(value: Any) -> JobSettings:
+            if isinstance(value, JobSettings):
+                return value
+            try:
+                return parse_settings(value)
+            except RecipeError as err:
+                raise PydanticCustomError("settings", str(err).removeprefix("invalid settings: ")) from None
+
+        return core_schema.no_info_plain_validator_function(
+            validate, serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda v: v.model_dump(mode="json")))
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return {"oneOf": [handler(settings_model(name).__pydantic_core_schema__)
+                          for name in method_names()],
+                "description": "the shared fields and the chosen method's options "
+                               "(GET /v1/catalog lists each method's schema and defaults)"}
 
 
 class Message(BaseModel):
@@ -48,14 +81,22 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "theta0": "5f0c8e3b9d2a4f6e8a1b2c3d4e5f6a7b", "thetaf": "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
         "recipe": RECIPE_EXAMPLE, "settings": SETTINGS_EXAMPLE, "name": "audit run 1"}]})
-    theta0: str = Field(..., description="checkpoint id of the initial weights")
-    thetaf: str = Field(..., description="checkpoint id of the final weights")
+    theta0: str | None = Field(None, max_length=64,
+                               description="checkpoint id of the initial weights (methods that need it)")
+    thetaf: str = Field(..., max_length=64, description="checkpoint id of the final weights")
     recipe: Recipe
-    settings: ReconstructionSettings
+    settings: _JobSettingsType = Field(..., description="the method and its settings")  # type: ignore[valid-type]
     name: str | None = Field(None, max_length=200)
 
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        if v is not None and any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("the name may not hold control characters")
+        return v
 
-class Progress(BaseModel):
+
+class ProgressPublic(BaseModel):
     iteration: int
     iterations: int
     fraction: float
@@ -81,15 +122,15 @@ class JobPublic(BaseModel):
     id: str
     name: str | None
     status: JobStatus
-    phase: Literal["lr_search", "run"]
-    progress: Progress
+    phase: Phase
+    progress: ProgressPublic
     error: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     worker: str | None
     attempts: int
-    theta0: str
+    theta0: str | None
     thetaf: str
     lr_search: list[LrCandidatePublic] | None
     chosen_lr: float | None
@@ -106,17 +147,18 @@ class JobList(BaseModel):
     next_cursor: str | None
 
 
-class LossPointPublic(BaseModel):
+class MetricPoint(BaseModel):
+    """One sampled iteration: ``iteration`` and the method's metrics (SimuDy: loss, cosine, tv)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": {"type": ["number", "null"]}})
     iteration: int
-    loss: float | None
-    cosine: float | None
-    tv: float | None
 
 
 class LossCurve(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"points": [
+    model_config = ConfigDict(json_schema_extra={"examples": [{"metrics": ["loss", "cosine", "tv"], "points": [
         {"iteration": 10, "loss": 0.5, "cosine": 0.4, "tv": 0.01}]}]})
-    points: list[LossPointPublic]
+    metrics: list[str] = Field(description="the method's metric names, in order")
+    points: list[MetricPoint]
 
 
 class Metrics(BaseModel):
@@ -147,7 +189,17 @@ class CatalogEntry(BaseModel):
     description: str
 
 
+class MethodEntry(CatalogEntry):
+    needs_theta0: bool
+    searches_lr: bool
+    metrics: list[str]
+    settings_schema: dict[str, Any] = Field(description="JSON schema of the method's settings")
+    defaults: dict[str, Any]
+
+
 class Catalog(BaseModel):
-    methods: list[CatalogEntry]
+    methods: list[MethodEntry]
     architectures: list[CatalogEntry]
     metrics: list[CatalogEntry]
+    pairings: list[CatalogEntry]
+    pairing_metric: str

@@ -6,8 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import pool
 
-from api.db.models import Base
-from api.db.session import make_engine
+from service.db.models import Base
+from service.db.session import make_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -17,9 +17,9 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from api.settings import get_settings
+    from service.config import get_config
 
-    return get_settings().database_url
+    return get_config().database_url
 
 
 def _options(url: str) -> dict:
@@ -38,6 +38,12 @@ def run_online() -> None:
     url = _url()
     engine = make_engine(url, poolclass=pool.NullPool)  # one-off connection
     with engine.connect() as connection:
+        if url.startswith("sqlite"):
+            # Batch mode rebuilds a table by copy, drop and rename; with foreign keys enforced the
+            # drop would cascade into the rows that reference it (a job's points, say). SQLite only
+            # takes this outside a transaction.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(connection=connection, **_options(url))
         with context.begin_transaction():
             context.run_migrations()

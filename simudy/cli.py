@@ -2,17 +2,20 @@
 
 Each part contributes its subcommands through an ``add_commands(subparsers)`` function; a
 subcommand sets ``func(args) -> int``. Bad input (``SimudyError``) exits 2 with one line.
+Methods from plugins (``SIMUDY_METHOD_MODULES``, comma-separated modules, the variable the
+service reads too) are imported first, so ``--method`` offers them.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from core.errors import SimudyError
 
-COMMAND_MODULES = ("core.cli", "api.cli", "bench.cli")
+COMMAND_MODULES = ("core.cli", "service.cli", "api.cli", "worker.cli", "client.cli", "bench.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.methods import load_method_modules
+
+    try:
+        load_method_modules(os.environ.get("SIMUDY_METHOD_MODULES", "").split(","))
+    except SimudyError as err:
+        print(f"simudy: error: SIMUDY_METHOD_MODULES: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,5 +1,5 @@
-"""One candidate of an lr search: a short run scored by the engine. The last candidate to
-finish (decided atomically in the database) queues the winner's full run."""
+"""One candidate of an lr search: the pipeline's short run scored by the engine. The last
+candidate to finish (decided atomically in the database) queues the winner's full run."""
 
 from __future__ import annotations
 
@@ -7,56 +7,51 @@ import logging
 import math
 import time
 
-from api.settings import Settings
 from core.errors import SimudyError
-from worker import leases
-from worker.inputs import device_for, load_inputs
+from core.pipeline import Pipeline
+from service import lifecycle
+from service.config import ServiceConfig
+from service.inputs import load_inputs
+from service.queue import enqueue_run
 
 log = logging.getLogger(__name__)
 
 
-def _cancel_check(job_id: str, settings: Settings):
+def _cancel_check(job_id: str, config: ServiceConfig):  # noqa: ANN202
     """A ``should_stop`` that asks the database at most every ``cancel_check_seconds``."""
     last = {"at": 0.0}
 
     def should_stop() -> bool:
         now = time.monotonic()
-        if now - last["at"] < settings.cancel_check_seconds:
+        if now - last["at"] < config.cancel_check_seconds:
             return False
         last["at"] = now
-        return leases.cancel_requested(job_id)
+        return lifecycle.cancel_requested(job_id)
 
     return should_stop
 
 
-def score_lr(job_id: str, index: int, *, settings: Settings) -> str:
-    from core import lr_search
-
-    if not leases.claim_candidate(job_id, index, settings=settings):
+def score_lr(job_id: str, index: int, *, config: ServiceConfig) -> str:
+    if not lifecycle.claim_candidate(job_id, index, config=config):
         return "not-claimed"
-    hb = leases.Heartbeat(lambda: leases.beat_candidate(job_id, index), settings.heartbeat_seconds)
-    hb.start()
+    heartbeat = lifecycle.Heartbeat(lambda: lifecycle.beat_candidate(job_id, index), config.heartbeat_seconds)
+    heartbeat.start()
     try:
         inputs = load_inputs(job_id)
-        lr = lr_search.candidates(inputs.settings)[index]
-        result = lr_search.score_candidate(inputs.theta0, inputs.thetaf, inputs.recipe,
-                                           inputs.settings, lr,
-                                           device=device_for(inputs.settings, settings),
-                                           should_stop=_cancel_check(job_id, settings))
-        score = float(result["score"]) if result is not None else math.nan
+        pipeline = Pipeline(inputs.method_inputs, inputs.settings, config.execution())
+        lr = pipeline.lr_candidates[index]
+        result = pipeline.score_candidate(lr, should_stop=_cancel_check(job_id, config))
         if result is None:  # cancelled: close_lr_search below marks the job cancelled
-            leases.candidate_done(job_id, index, score=None, error="cancelled")
-        elif math.isfinite(score):
-            leases.candidate_done(job_id, index, score=score, error=None)
+            lifecycle.candidate_done(job_id, index, score=None, error="cancelled")
+        elif math.isfinite(result["score"]):
+            lifecycle.candidate_done(job_id, index, score=float(result["score"]), error=None)
         else:
-            leases.candidate_done(job_id, index, score=None, error=f"lr {lr}: non-finite loss")
+            lifecycle.candidate_done(job_id, index, score=None, error=f"lr {lr}: non-finite loss")
     except SimudyError as err:
-        leases.candidate_done(job_id, index, score=None, error=str(err))
+        lifecycle.candidate_done(job_id, index, score=None, error=str(err))
     finally:
-        hb.stop()
-    outcome = leases.close_lr_search(job_id)
+        heartbeat.stop()
+    outcome = lifecycle.close_lr_search(job_id)
     if outcome == "run":
-        from api.queue import enqueue_run
-
         enqueue_run(job_id)
     return outcome or "scored"

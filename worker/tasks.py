@@ -7,7 +7,9 @@ import logging
 import torch  # noqa: F401 - imported once in the parent so each fresh child starts fast (no CUDA init)
 from celery import signals
 
-from api.settings import get_settings
+from service import lifecycle
+from service.config import get_config
+from service.queue import RUN_TASK, SCORE_LR_TASK
 from worker.celery_app import get_app
 from worker.run import is_transient
 
@@ -19,16 +21,16 @@ TRANSIENT_RETRIES = 5
 @signals.worker_process_init.connect
 def _fresh_connections(**_: object) -> None:
     """A forked child must not share the parent's database connections."""
-    from api.db.session import engine_for
+    from service.db.session import engine_for
 
     engine_for.cache_clear()
 
 
 @signals.worker_ready.connect
 def _start_sweep(sender=None, **_: object) -> None:  # noqa: ANN001
-    from worker.sweep import SweepThread
+    from service.sweep import SweepThread
 
-    SweepThread(get_settings()).start()
+    SweepThread(get_config()).start()
 
 
 @signals.worker_shutting_down.connect
@@ -46,62 +48,39 @@ def _stop_children(**_: object) -> None:
             pass
 
 
-@app.task(name="simudy.run_job", bind=True, max_retries=TRANSIENT_RETRIES)
+@app.task(name=RUN_TASK, bind=True, max_retries=TRANSIENT_RETRIES)
 def run_job(self, job_id: str) -> str:  # noqa: ANN001
     from worker.run import run_job as run
 
     try:
-        outcome = run(job_id, worker=self.request.hostname or "worker", settings=get_settings())
+        outcome = run(job_id, worker=self.request.hostname or "worker", config=get_config())
     except Exception as err:
         if not is_transient(err):
             raise
         log.warning("job %s: transient failure, retrying: %s", job_id, err)
-        _give_back(job_id)
         raise self.retry(exc=err, countdown=5 * (self.request.retries + 1))
     log.info("job %s: %s", job_id, outcome)
     return outcome
 
 
-@app.task(name="simudy.score_lr", bind=True, max_retries=TRANSIENT_RETRIES)
+@app.task(name=SCORE_LR_TASK, bind=True, max_retries=TRANSIENT_RETRIES)
 def score_lr(self, job_id: str, index: int) -> str:  # noqa: ANN001
     from worker.lr import score_lr as score
 
     try:
-        outcome = score(job_id, index, settings=get_settings())
+        outcome = score(job_id, index, config=get_config())
     except Exception as err:
         if not is_transient(err):
             raise
-        _give_back_candidate(job_id, index)
+        _quietly(lambda: lifecycle.release_candidate(job_id, index))
         raise self.retry(exc=err, countdown=5 * (self.request.retries + 1))
     log.info("job %s lr candidate %d: %s", job_id, index, outcome)
     return outcome
 
 
-def _give_back(job_id: str) -> None:
-    from sqlalchemy import update
-
-    from api.db.models import Job
-    from api.db.session import session_scope
-
+def _quietly(fn) -> None:  # noqa: ANN001
+    """Best effort: if the database is down too, the sweep re-queues after the heartbeat timeout."""
     try:
-        with session_scope() as s:
-            s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                      .values(status="queued", lease_token=None))
-    except Exception:  # noqa: BLE001 - the sweep will re-queue it after the heartbeat timeout
-        pass
-
-
-def _give_back_candidate(job_id: str, index: int) -> None:
-    from sqlalchemy import update
-
-    from api.db.models import LrCandidate
-    from api.db.session import session_scope
-
-    try:
-        with session_scope() as s:
-            s.execute(update(LrCandidate).where(LrCandidate.job_id == job_id,
-                                                LrCandidate.index == index,
-                                                LrCandidate.status == "running")
-                      .values(status="pending"))
+        fn()
     except Exception:  # noqa: BLE001
         pass

@@ -8,9 +8,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.db.session import get_engine
-from api.settings import get_settings
-from api.storage import get_store
+from service.config import get_config
+from service.db.session import get_engine
+from service.storage import get_store
 
 router = APIRouter(tags=["health"])
 
@@ -26,10 +26,9 @@ def _check_database() -> None:
 
 
 def _check_broker() -> None:
-    from worker.celery_app import get_app
+    from service.queue import check_broker
 
-    with get_app().connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=3)
+    check_broker()
 
 
 def _check_storage() -> None:
@@ -52,7 +51,7 @@ def readiness() -> dict[str, str]:
     "detail": "not ready: broker down", "checks": {"database": "ok", "broker": "down: ...",
                                                    "storage": "ok"}}}}}})
 async def readyz() -> JSONResponse:
-    get_settings()
+    get_config()
     checks = await run_in_threadpool(readiness)
     down = [k for k, v in checks.items() if v != "ok"]
     if down:

@@ -102,7 +102,7 @@ def postgres(tmp_root):  # noqa: ANN001, ANN201
         return u._replace(path=f"/{name}").geturl()
 
     yield make_database
-    from api.db.session import engine_for
+    from service.db.session import engine_for
 
     for engine in list(_engines_seen()):
         engine.dispose()
@@ -116,10 +116,11 @@ def postgres(tmp_root):  # noqa: ANN001, ANN201
 
 
 def _engines_seen():  # noqa: ANN202
-    from api.db.session import engine_for
 
     # lru_cache keeps the engines it made; dispose them before dropping databases
-    return [engine_for(url) for url in {os.environ.get("SIMUDY_DATABASE_URL", "")} if url]
+    from service.db.session import get_engine
+
+    return [get_engine()] if os.environ.get("SIMUDY_DATABASE_URL") else []
 
 
 # -- Redis -----------------------------------------------------------------------------------
@@ -184,19 +185,20 @@ TEST_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "OMP_NUM_THREADS": "1",
+    "SIMUDY_METHOD_MODULES": "tests.plugins.trivial_method",  # a second method, as a plugin
 }
 
 
 def _clear_caches() -> None:
-    from api.db.session import engine_for
-    from api.settings import get_settings
-    from api.storage import _store_for
-    from worker.celery_app import get_app
+    from service.config import get_config
+    from service.db.session import engine_for
+    from service.queue import producer
+    from service.storage import _store_for
 
-    get_settings.cache_clear()
+    get_config.cache_clear()
     engine_for.cache_clear()
     _store_for.cache_clear()
-    get_app.cache_clear()
+    producer.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -217,7 +219,7 @@ def service_env(postgres, redis_url, s3_endpoint):  # noqa: ANN001, ANN201
     os.environ.update(env)
     _clear_caches()
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    from api.db.migrate import upgrade
+    from service.db.migrate import upgrade
 
     upgrade(env["SIMUDY_DATABASE_URL"])
     yield {**env, "bucket": bucket}
@@ -241,8 +243,8 @@ def app_client(service_env):  # noqa: ANN001, ANN201
 @pytest.fixture(scope="session")
 def teams(service_env):  # noqa: ANN001, ANN201
     """Two teams with one key each: {"a": headers, "b": headers, "a_key": key, ...}."""
-    from api.crud.teams import create_key, create_team
-    from api.db.session import session_scope
+    from service.crud.teams import create_key, create_team
+    from service.db.session import session_scope
 
     out = {}
     with session_scope() as s:
@@ -303,3 +305,36 @@ def workers(service_env, tmp_root):  # noqa: ANN001, ANN201
     w = Workers(service_env, tmp_root)
     yield w
     w.stop_all()
+
+
+class LiveServer:
+    """``simudy serve`` in a subprocess with the service test environment (plus overrides)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str, **overrides: str) -> None:
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / f"server-{name}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simudy", "serve", "--port", str(self.port)], cwd=ROOT,
+            env={**os.environ, **{k: v for k, v in env.items() if k != "bucket"}, **overrides},
+            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up() -> bool:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, f"simudy serve ({name})")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)

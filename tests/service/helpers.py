@@ -14,7 +14,7 @@ NUM_IMAGES = 4
 
 def settings(iterations: int = 30, **extra) -> dict:  # noqa: ANN003
     return {"num_images": NUM_IMAGES, "iterations": iterations, "image_lr": 0.05, "seed": 0,
-            "progress_every": 5, "device": "cpu", **extra}
+            "progress_every": 5, **extra}
 
 
 @lru_cache(maxsize=1)
@@ -26,11 +26,11 @@ def tiny_target() -> tuple[bytes, bytes, bytes]:
     import numpy as np
     import torch
 
+    from core.architectures import model_for_recipe
     from core.checkpoints import save_safetensors
     from core.data import to_normalized
     from core.recipe import parse_recipe
-    from core.simudy import model_for_recipe
-    from core.trainer import train
+    from core.train import train
 
     recipe = parse_recipe(RECIPE)
     rng = np.random.default_rng(0)

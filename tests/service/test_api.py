@@ -20,8 +20,8 @@ def _objects(env: dict) -> list[str]:
 
 
 def _checkpoint_rows() -> int:
-    from api.db.models import Checkpoint
-    from api.db.session import session_scope
+    from service.db.models import Checkpoint
+    from service.db.session import session_scope
 
     with session_scope() as s:
         return s.scalar(select(func.count()).select_from(Checkpoint))
@@ -57,9 +57,15 @@ def test_catalog_lists_every_registered_method_architecture_and_metric(app_clien
     assert [e["name"] for e in body["methods"]] == method_names() and "simudy" in method_names()
     assert [e["name"] for e in body["architectures"]] == architecture_names()
     assert [e["name"] for e in body["metrics"]] == METRICS.names()
-    described = {e["name"]: e["description"] for group in body.values() for e in group}
+    described = {e["name"]: e["description"] for group in body.values() if isinstance(group, list)
+                 for e in group}
     assert all(described.values()), [n for n, d in described.items() if not d]
     assert "Tian et al." in described["simudy"] and "hidden" in described["mlp"]
+    simudy = body["methods"][method_names().index("simudy")]
+    schema = simudy["settings_schema"]  # enough for a client to draw a form
+    assert {"num_images", "iterations", "image_lr", "clipping"} <= set(schema["properties"])
+    assert simudy["defaults"]["image_lr"] is None and simudy["defaults"]["iterations"] == 30000
+    assert simudy["metrics"] == ["loss", "cosine", "tv"] and simudy["needs_theta0"] is True
 
 
 def test_openapi_has_examples(app_client):
@@ -77,8 +83,12 @@ def test_requests_without_a_valid_key_are_refused(app_client, header):
 
 
 def test_revoked_key_stops_working(app_client, service_env):
-    from api.crud.teams import create_key, create_team, revoke_key
-    from api.db.session import session_scope
+    """Within SIMUDY_AUTH_CACHE_SECONDS (an API process remembers a valid key that long)."""
+    import time
+
+    from service.config import get_config
+    from service.crud.teams import create_key, create_team, revoke_key
+    from service.db.session import session_scope
 
     with session_scope() as s:
         _, key = create_key(s, team=create_team(s, name="revoke-me"))
@@ -86,6 +96,11 @@ def test_revoked_key_stops_working(app_client, service_env):
     assert app_client.get("/v1/jobs", headers=headers).status_code == 200
     with session_scope() as s:
         revoke_key(s, id_or_prefix=key.split("_")[1])
+    revoked_at = time.monotonic()
+    while app_client.get("/v1/jobs", headers=headers).status_code != 401:
+        assert time.monotonic() - revoked_at < get_config().auth_cache_seconds + 1, "still accepted"
+        time.sleep(0.1)
+    time.sleep(get_config().auth_cache_seconds)
     assert app_client.get("/v1/jobs", headers=headers).status_code == 401
 
 
@@ -188,8 +203,8 @@ def test_team_isolation_on_every_endpoint(app_client, teams):
 
 
 def test_list_is_paginated_newest_first_and_filtered(app_client, service_env):
-    from api.crud.teams import create_key, create_team
-    from api.db.session import session_scope
+    from service.crud.teams import create_key, create_team
+    from service.db.session import session_scope
 
     with session_scope() as s:
         _, key = create_key(s, team=create_team(s, name="pager"))
@@ -215,8 +230,8 @@ def test_list_is_paginated_newest_first_and_filtered(app_client, service_env):
 
 
 def test_checkpoints_are_listed_read_and_deleted_only_when_unused(app_client, service_env, monkeypatch):
-    from api.crud.teams import create_key, create_team
-    from api.db.session import session_scope
+    from service.crud.teams import create_key, create_team
+    from service.db.session import session_scope
 
     with session_scope() as s:
         _, key = create_key(s, team=create_team(s, name="checkpoint-keeper"))
@@ -264,7 +279,7 @@ def test_checkpoints_are_listed_read_and_deleted_only_when_unused(app_client, se
 
 
 def test_storage_keys_cannot_escape(tmp_path):
-    from api.storage.local import LocalStore
+    from service.storage.local import LocalStore
 
     store = LocalStore(tmp_path / "objects")
     for bad in ("../x", "a/../../x", "/etc/passwd", "a//b", ".hidden", "a/./b"):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from api.db.session import session_scope, with_db_retry
-from api.storage.base import retrying
-from api.storage.s3 import S3Store
+from service.db.session import session_scope, with_db_retry
+from service.storage.base import retrying
+from service.storage.s3 import S3Store
 from tests.service.conftest import free_port, unavailable, wait_for
 
 

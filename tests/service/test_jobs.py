@@ -59,7 +59,7 @@ def test_job_runs_end_to_end_and_is_scored(app_client, teams, worker, service_en
     assert ("submit", None) in mine and ("download", "grid.png") in mine and ("score", None) in mine
 
     # delete removes the job and its stored objects
-    from api.storage import get_store
+    from service.storage import get_store
 
     store = get_store()
     prefix = f"teams/{teams['a_team']}/jobs/{job['id']}/"
@@ -95,3 +95,51 @@ def test_lr_search_scores_candidates_and_continues_with_the_best(app_client, tea
     assert job["chosen_lr"] == min(scores, key=scores.get)
     assert job["phase"] == "run" and job["summary"]["simulated_lr"] == job["chosen_lr"]
     assert job["progress"]["iteration"] == 10
+
+
+def test_a_plugin_method_runs_as_a_job_without_theta0(app_client, teams, worker):
+    """A method is one registry entry: the trivial test method (registered by the
+    SIMUDY_METHOD_MODULES plugin in the API and the worker) runs as a job, from thetaf alone,
+    with its own metrics."""
+    from tests.service.helpers import RECIPE, upload_pair
+
+    a = teams["a"]
+    _, thetaf = upload_pair(app_client, a)
+    body = {"thetaf": thetaf, "recipe": RECIPE,
+            "settings": {"method": "trivial", "num_images": 3, "iterations": 6, "progress_every": 3}}
+    r = app_client.post("/v1/jobs", headers=a, json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["theta0"] is None and r.json()["settings"]["step"] == 0.5
+    job = wait_job(app_client, a, r.json()["id"], final, timeout=90)
+    assert job["status"] == "succeeded", job
+    assert job["summary"]["method"] == "trivial" and job["summary"]["final_moved"] > 0
+    curve = app_client.get(f"/v1/jobs/{job['id']}/loss", headers=a).json()
+    assert curve["metrics"] == ["loss", "moved"] and [p["iteration"] for p in curve["points"]] == [3, 6]
+    full = app_client.get(f"/v1/jobs/{job['id']}/loss.csv", headers=a).text.splitlines()
+    assert full[0] == "iteration,loss,moved" and len(full) == 7
+    no_theta0 = {**body, "settings": {"num_images": 3, "iterations": 6}}  # simudy needs theta0
+    r = app_client.post("/v1/jobs", headers=a, json=no_theta0)
+    assert r.status_code == 422 and "needs theta0" in r.json()["detail"]
+
+
+def test_value_checks_run_in_the_worker_and_fail_fast_readably(app_client, teams, worker):
+    """The API reads no tensor data: a checkpoint holding NaN is accepted at upload (its manifest
+    fits) and the job fails at once in the worker, naming the tensor."""
+    from safetensors.torch import load as load_st
+    from safetensors.torch import save as save_st
+
+    from tests.service.helpers import RECIPE, settings, upload
+
+    t0, tf, _ = tiny_target()
+
+    poisoned = load_st(tf)
+    poisoned["layers.1.weight"] = poisoned["layers.1.weight"].clone()
+    poisoned["layers.1.weight"][0, 0] = float("nan")
+    a = teams["a"]
+    ids = [upload(app_client, a, data).json()["id"] for data in (t0, save_st(poisoned))]
+    r = app_client.post("/v1/jobs", headers=a, json={"theta0": ids[0], "thetaf": ids[1],
+                                                     "recipe": RECIPE, "settings": settings()})
+    assert r.status_code == 201, r.text
+    job = wait_job(app_client, a, r.json()["id"], final, timeout=60)
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert job["error"] == "thetaf: tensor 'layers.1.weight' contains NaN or Inf", job["error"]

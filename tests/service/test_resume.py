@@ -3,23 +3,29 @@ worker resumes it from the last saved state and finishes it once."""
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import select
 
 from tests.service.helpers import final, submit, wait_job
 
 
 def _row(job_id: str):  # noqa: ANN202
-    from api.db.models import Job
-    from api.db.session import session_scope
+    from service.db.models import Job
+    from service.db.session import session_scope
 
     with session_scope() as s:
         return s.scalar(select(Job).where(Job.id == job_id))
 
 
+ITERATIONS = 2000
+
+
 def test_killed_worker_job_is_resumed_by_the_next(app_client, teams, workers):
     a = teams["a"]
-    first = workers.start("doomed")
-    job = submit(app_client, a, iterations=400)
+    # saves often, and the job is long enough that it is still running when a state exists
+    first = workers.start("doomed", SIMUDY_STATE_SAVE_SECONDS="0.2")
+    job = submit(app_client, a, iterations=ITERATIONS)
     wait_job(app_client, a, job["id"], lambda j: j["status"] == "running" or final(j), 60)
 
     def state_saved() -> bool:
@@ -40,7 +46,7 @@ def test_killed_worker_job_is_resumed_by_the_next(app_client, teams, workers):
     assert done["resumed_from"] is not None and done["resumed_from"] >= saved_at > 0
     points = app_client.get(f"/v1/jobs/{job['id']}/loss", headers=a).json()["points"]
     iterations = [p["iteration"] for p in points]
-    assert iterations == list(range(5, 401, 5)), "every point exactly once"
+    assert iterations == list(range(5, ITERATIONS + 1, 5)), "every point exactly once"
 
 
 def test_worker_shutdown_saves_state_and_gives_the_job_back(app_client, teams, workers):
@@ -78,3 +84,88 @@ def test_time_limit_fails_the_job_readably_and_keeps_its_state(app_client, teams
     assert 0 < done["progress"]["iteration"] < 5000
     row = _row(job["id"])
     assert row.state_iteration >= done["progress"]["iteration"]  # resumable from there
+
+
+def _points(app_client, headers, job_id: str) -> list[int]:  # noqa: ANN001
+    return [p["iteration"] for p in app_client.get(f"/v1/jobs/{job_id}/loss", headers=headers).json()["points"]]
+
+
+def test_a_worker_killed_before_its_first_state_save_is_restarted_once(app_client, teams, workers):
+    """No saved state: the next worker starts again from iteration 0 and owns the whole curve
+    (the earlier points are replaced, not duplicated), whatever the state-save interval."""
+    a = teams["a"]
+    workers.stop_all()
+    first = workers.start("no-save", SIMUDY_STATE_SAVE_SECONDS="3600")
+    job = submit(app_client, a, iterations=300)
+    wait_job(app_client, a, job["id"], lambda j: j["progress"]["iteration"] >= 20 or final(j), 90)
+    assert _row(job["id"]).state_iteration is None
+    workers.kill(first)
+    workers.start("restarter")
+    done = wait_job(app_client, a, job["id"], final, timeout=240)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2 and done["resumed_from"] is None
+    assert _points(app_client, a, job["id"]) == list(range(5, 301, 5)), "every point exactly once"
+    workers.stop_all()
+
+
+def test_a_60_second_database_outage_mid_job_is_ridden_out(app_client, teams, workers, service_env):
+    """The worker reaches Postgres through a proxy that drops every connection and refuses new
+    ones for 60 s. The job still finishes exactly once, with every loss point once."""
+    from urllib.parse import urlparse
+
+    from tests.service.proxy import CuttableProxy
+
+    a = teams["a"]
+    workers.stop_all()
+    db = urlparse(service_env["SIMUDY_DATABASE_URL"])
+    proxy = CuttableProxy(db.hostname, db.port or 5432)
+    try:
+        workers.start("cut-off", SIMUDY_DATABASE_URL=db._replace(
+            netloc=f"{db.username}@127.0.0.1:{proxy.port}").geturl())
+        job = submit(app_client, a, iterations=300)
+        wait_job(app_client, a, job["id"], lambda j: j["progress"]["iteration"] >= 20 or final(j), 90)
+        proxy.cut()
+        time.sleep(60)
+        proxy.restore()
+        done = wait_job(app_client, a, job["id"], final, timeout=300)
+    finally:
+        workers.stop_all()
+        proxy.close()
+    assert done["status"] == "succeeded", done
+    assert _points(app_client, a, job["id"]) == list(range(5, 301, 5)), "every point exactly once"
+    assert done["error"] is None
+
+
+def test_a_worker_that_lost_its_lease_records_no_state(app_client, teams, workers):
+    """The race behind a gap in the curve: a worker rides out an outage while the sweep
+    re-queues its job; its next state save must neither record nor leave a state ahead of the
+    points it could not write (the next attempt would resume past them)."""
+    from core.pipeline import Pipeline
+    from service import lifecycle
+    from service.config import get_config
+    from service.inputs import load_inputs
+    from service.storage import get_store
+    from service.storage.base import job_prefix
+    from worker.run import JobMonitor, StopSignal
+
+    a = teams["a"]
+    workers.stop_all()  # the job is ours to drive in this process
+    job = submit(app_client, a, iterations=300)
+    config = get_config()
+    lease = lifecycle.claim_run(job["id"], worker="stale@test", config=config)
+    assert lease is not None
+    inputs = load_inputs(job["id"])
+    pipeline = Pipeline(inputs.method_inputs, inputs.settings, config.execution())
+    pipeline.start(lr=inputs.chosen_lr, state=None, lr_scores=None)
+    heartbeat = lifecycle.Heartbeat(lambda: True, 3600)
+    monitor = JobMonitor(lease, pipeline, inputs.team_id, None, config, heartbeat, StopSignal())
+    monitor.on_progress(pipeline.method.progress())  # a point still pending when the lease goes
+
+    assert lifecycle.release(lease)  # what the sweep does to a job without a heartbeat
+    monitor.save_state()
+    assert heartbeat.lost.is_set()
+    assert _row(job["id"]).state_iteration is None
+    prefix = job_prefix(inputs.team_id, job["id"])
+    assert not [k for k in get_store().list_keys(prefix) if k.rsplit("/", 1)[-1].startswith("state")]
+    r = app_client.post(f"/v1/jobs/{job['id']}/cancel", headers=a)  # nothing left queued
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text

@@ -6,15 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from simudy.cli import main
-from tests.service.conftest import ROOT, free_port, wait_for
+from tests.service.conftest import LiveServer
 from tests.service.helpers import NUM_IMAGES, RECIPE, settings, tiny_target
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -22,28 +19,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def server(service_env, workers, tmp_root):  # noqa: ANN001, ANN201
-    import httpx
-
     workers.start("submit-worker")
-    port = free_port()
-    log = open(tmp_root / "server-submit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "simudy", "serve", "--port", str(port)], cwd=ROOT,
-                            env={**os.environ, **{k: v for k, v in service_env.items() if k != "bucket"},
-                                 "SIMUDY_MAX_UPLOAD_BYTES": str(50 * 2**20)},  # the demo's MLP is 3 MB
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, (tmp_root / "server-submit.log").read_text()[-3000:]
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 60, "simudy serve")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=15)
+    live = LiveServer(service_env, tmp_root, "submit",
+                      SIMUDY_MAX_UPLOAD_BYTES=str(50 * 2**20))  # the demo's MLP is 3 MB
+    yield live.url
+    live.stop()
 
 
 @pytest.fixture()
@@ -81,12 +61,35 @@ def test_submit_runs_the_job_and_writes_what_reconstruct_writes(server, target, 
     assert (out / "grid.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "pairs.png").read_bytes()[:8] == PNG_MAGIC
     rows = list(csv.DictReader(io.StringIO((out / "loss.csv").read_text())))
-    assert [int(r["iteration"]) for r in rows] == [5, 10]
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 11))  # every iteration, as reconstruct
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_originals"] == NUM_IMAGES and -1 <= metrics["ssim_paper_mean"] <= 1
     captured = capsys.readouterr()
     assert captured.out.strip() == str(out)
     assert f"/v1/jobs/{job['id']}" in captured.err and "ssim_paper_mean" in captured.err
+
+
+def test_submit_and_reconstruct_write_identical_files(server, target, tmp_path):
+    """The worker and the CLI drive the same pipeline: same files, same bytes (timings aside)."""
+    via_service, local = tmp_path / "service", tmp_path / "local"
+    assert main(_argv(target, server, "--out", str(via_service))) == 0
+    argv = _argv(target, server, "--out", str(local))
+    cut = argv.index("--url")
+    assert main(["reconstruct", *argv[1:cut], "--out", str(local), "--device", "cpu", "--threads", "1"]) == 0
+    from core.outputs import FILES
+
+    assert set(FILES) <= {p.name for p in via_service.iterdir()}
+    assert sorted(p.name for p in local.iterdir()) == sorted(FILES)
+    assert (local / "loss.csv").read_text() == (via_service / "loss.csv").read_text()
+    assert (local / "grid.png").read_bytes() == (via_service / "grid.png").read_bytes()
+    with np.load(local / "reconstruction.npz") as a, np.load(via_service / "reconstruction.npz") as b:
+        assert a.files == b.files
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    timing = {"elapsed_seconds", "seconds_per_iteration"}
+    summary = [{k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k not in timing}
+               for d in (local, via_service)]
+    assert summary[0] == summary[1]
 
 
 def test_submit_no_wait_prints_the_job_id(server, target, capsys):
@@ -102,8 +105,8 @@ def test_submit_no_wait_prints_the_job_id(server, target, capsys):
 def test_submit_bad_input_is_one_line_and_uploads_nothing(server, target, tmp_path, capsys):
     from sqlalchemy import func, select
 
-    from api.db.models import Checkpoint
-    from api.db.session import session_scope
+    from service.db.models import Checkpoint
+    from service.db.session import session_scope
 
     def uploaded() -> int:
         with session_scope() as s:

@@ -1,0 +1,91 @@
+"""Service administration subcommands of ``simudy``: ``migrate`` and ``admin`` (teams, keys)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.errors import SimudyError
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("migrate", help="create or upgrade the database schema (Alembic)")
+    p.add_argument("--revision", default="head")
+    p.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("admin", help="manage teams and API keys")
+    asub = admin.add_subparsers(dest="admin_command", required=True, parser_class=type(admin))
+    p = asub.add_parser("create-team", help="create a team")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_create_team)
+    p = asub.add_parser("create-key", help="create an API key (printed once, on the last line)")
+    p.add_argument("--team", required=True)
+    p.set_defaults(func=cmd_create_key)
+    p = asub.add_parser("revoke-key", help="revoke an API key by id or prefix")
+    p.add_argument("key")
+    p.set_defaults(func=cmd_revoke_key)
+
+
+def schema_ready() -> None:
+    """Fail with one line when the database is missing, unreachable or not migrated."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import OperationalError
+
+    from service.config import get_config
+    from service.db.session import get_engine
+
+    path = get_config().sqlite_path
+    if path is not None and not path.exists():
+        raise SimudyError(f"no database at {path} yet: run `simudy migrate` first")
+    try:
+        if not inspect(get_engine()).has_table("jobs"):
+            raise SimudyError("the database has no schema yet: run `simudy migrate` first")
+    except OperationalError as err:
+        raise SimudyError(f"cannot reach the database: {str(err.orig).strip().splitlines()[0]}") from None
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.config import get_config
+    from service.db.migrate import upgrade
+
+    try:
+        upgrade(get_config().database_url, args.revision)
+    except Exception as err:  # noqa: BLE001 - unreachable database, bad revision
+        raise SimudyError(f"migration failed: {str(err).strip().splitlines()[0]}") from None
+    print(f"database at {args.revision}")
+    return 0
+
+
+def cmd_create_team(args: argparse.Namespace) -> int:
+    from service.crud.teams import create_team
+    from service.db.session import session_scope
+
+    schema_ready()
+    with session_scope() as s:
+        team = create_team(s, name=args.name)
+        print(f"created team {team.name} ({team.id})")
+    return 0
+
+
+def cmd_create_key(args: argparse.Namespace) -> int:
+    from service.crud.teams import create_key, get_team_by_name
+    from service.db.session import session_scope
+
+    schema_ready()
+    with session_scope() as s:
+        row, key = create_key(s, team=get_team_by_name(s, name=args.team))
+        print(f"key id {row.id}, prefix {row.prefix}, team {args.team}; shown once, store it now:",
+              file=sys.stderr)
+    print(key)
+    return 0
+
+
+def cmd_revoke_key(args: argparse.Namespace) -> int:
+    from service.crud.teams import revoke_key
+    from service.db.session import session_scope
+
+    schema_ready()
+    with session_scope() as s:
+        row = revoke_key(s, id_or_prefix=args.key)
+        print(f"revoked key {row.id} (prefix {row.prefix})")
+    return 0

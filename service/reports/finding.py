@@ -1,0 +1,62 @@
+"""The finding of an audit in plain words: how many training images were recovered above which
+similarity, and what that does and does not mean. Shared by the report and the dashboard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core.evaluation import THRESHOLDS
+
+CLEAR, FAINT = max(THRESHOLDS), min(THRESHOLDS)
+
+CAVEAT_SCORED = (
+    "Similarity is SSIM between each training image and its best-matching reconstruction (the "
+    "paper's protocol); 1 is identical. Above {clear} a reconstruction is usually recognisable as "
+    "the training image; above {faint} it shares its layout and colours. A low count is not proof "
+    "that nothing was memorised: a longer run, more images or another method may recover more.")
+CAVEAT_UNSCORED = (
+    "Without the true training images the similarity cannot be measured: look at the "
+    "reconstruction grid, and upload the training images to score it.")
+
+
+@dataclass(frozen=True)
+class Finding:
+    headline: str
+    detail: str
+    caveat: str
+    level: str  # "high" (images recovered clearly), "some", "none", "unscored", "not-finished"
+
+
+def finding_for(*, status: str, metrics: dict[str, Any] | None,
+                summary: dict[str, Any] | None) -> Finding:
+    if status != "succeeded":
+        return Finding(f"No finding: the job is {status}.", "A finding needs a finished "
+                       "reconstruction.", CAVEAT_UNSCORED, "not-finished")
+    if not metrics:
+        n = (summary or {}).get("num_images")
+        ranking = (summary or {}).get("ranking") or {}
+        estimate = ranking.get("estimated_num_images")
+        detail = f"{n} images were reconstructed from the weights." if n is not None else ""
+        if estimate is not None:
+            detail += (f" Ranking by gradient norm marks {estimate} of them as significant "
+                       "(likely to match real training images).")
+        return Finding("Not scored yet: the reconstruction has not been compared with the true "
+                       "training images.", detail.strip(), CAVEAT_UNSCORED, "unscored")
+    n = int(metrics.get("num_originals", 0))
+    clear = int(metrics.get(f"recovered_above_{CLEAR}", 0))
+    faint = int(metrics.get(f"recovered_above_{FAINT}", 0))
+    mean = metrics.get("ssim_paper_mean")
+    if clear:
+        headline = (f"{clear} of {n} training images were recovered from the weights with "
+                    f"similarity above {CLEAR} ({faint} above {FAINT}).")
+        level = "high"
+    elif faint:
+        headline = (f"{faint} of {n} training images were partly recovered from the weights "
+                    f"(similarity above {FAINT}); none above {CLEAR}.")
+        level = "some"
+    else:
+        headline = f"None of the {n} training images was recovered above similarity {FAINT}."
+        level = "none"
+    detail = f"Mean similarity over all {n} training images: {mean:.3f}." if mean is not None else ""
+    return Finding(headline, detail, CAVEAT_SCORED.format(clear=CLEAR, faint=FAINT), level)
