@@ -16,16 +16,17 @@ QUICK_STEPS = 8  # about this many unrolled SGD steps in a quick run
 PAPER_COST_4090 = {20: (4.3, 1.06), 50: (10.5, 6.1), 100: (19.0, 13.7), 120: (22.3, 15.4)}
 
 
-def mlp_recipe(image_shape=(3, 32, 32), hidden=(1000, 1000), num_classes=10) -> dict[str, Any]:
+def mlp_recipe(image_shape=(3, 32, 32), hidden=(1000, 1000), num_classes=10,
+               loss: str = "cross_entropy") -> dict[str, Any]:
     return {"architecture": "mlp", "arch_options": {"hidden": list(hidden)}, "num_classes": num_classes,
             "image_shape": list(image_shape), "optimizer": {"name": "sgd", "lr": 0.01},
-            "epochs": 20, "batch_size": 20, "shuffle": False, "batchnorm": "frozen"}
+            "epochs": 20, "batch_size": 20, "shuffle": False, "model_mode": "eval", "loss": loss}
 
 
 def finetune_recipe(lr: float = 0.01, image_shape=(3, 32, 32)) -> dict[str, Any]:
     return {"architecture": "resnet18", "num_classes": 10, "image_shape": list(image_shape),
             "optimizer": {"name": "sgd", "lr": lr}, "epochs": 20, "batch_size": 20,
-            "shuffle": False, "batchnorm": "frozen"}
+            "shuffle": False, "model_mode": "eval"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def pretraining(image_shape=(3, 32, 32), *, epochs: int = 10, per_class: int | N
                 batch_size: int = 128, lr: float = 0.05) -> Pretraining:
     recipe = {"architecture": "resnet18", "num_classes": 10, "image_shape": list(image_shape),
               "optimizer": {"name": "sgd", "lr": lr, "momentum": 0.9, "weight_decay": 5e-4},
-              "epochs": epochs, "batch_size": batch_size, "shuffle": True, "batchnorm": "train",
+              "epochs": epochs, "batch_size": batch_size, "shuffle": True, "model_mode": "train",
               "augment": True}
     return Pretraining(recipe, per_class)
 
@@ -54,7 +55,12 @@ class Case:
     name: str
     description: str
     recipe: dict[str, Any]  # theta0 -> thetaf on the targets
+    method: str = "simudy"  # the reconstruction method (core.methods); cases that share the
+    # recipe, targets and seed share theta0 and thetaf, so methods compare on one target
     per_class: int = 0  # targets: the first K images of every class (dataset order)
+    offset: int = 0  # or images offset .. offset+K-1 of every class
+    classes: tuple[int, ...] | None = None  # only these dataset classes, relabelled 0..C-1 in
+    # this order (the recipe's num_classes must be len(classes)); None: 0..num_classes-1
     binary_per_group: int = 0  # or: the first k vehicles and the first k animals, labels 1 / 0
     num_dummy: int | None = None  # dummy images; None: the true N
     pretrain: Pretraining | None = None  # None: random init (seed)
@@ -115,8 +121,17 @@ register(Case("mlp-20", "MLP 3072-1000-1000-10 from scratch, 2 images/class", ml
               per_class=2, cpu_iterations=500))
 register(Case("mlp-100", "MLP 3072-1000-1000-10 from scratch, 10 images/class", mlp_recipe(),
               per_class=10, cpu_iterations=500, paper_ssim=0.3374))
-register(Case("binary-mlp-20", "MLP, vehicles vs animals, 10+10 images, 2 classes",
-              mlp_recipe(num_classes=2), binary_per_group=10, cpu_iterations=500, paper_ssim=0.5378))
+# More MLP targets for the quality comparison (bench/quality.py): other images of the same
+# classes, and a CIFAR-100 target with the same recipe (20 fine classes, every 5th, 1 image each).
+register(Case("mlp-20-offset2", "MLP 3072-1000-1000-10 from scratch, images 2-3 of each class",
+              mlp_recipe(), per_class=2, offset=2, cpu_iterations=500))
+register(Case("mlp-20-cifar100", "MLP 3072-1000-1000-20 from scratch, CIFAR-100: the first image "
+              "of 20 fine classes (0, 5, ..., 95)", mlp_recipe(num_classes=20), per_class=1,
+              classes=tuple(range(0, 100, 5)), data_file="cifar100_train.npz", cpu_iterations=500))
+# The paper's binary MLP: d-1000-1000-1, logistic loss (Haim et al.'s setting).
+BINARY = mlp_recipe(num_classes=2, loss="logistic")
+register(Case("binary-mlp-20", "MLP 3072-1000-1000-1 (logistic), vehicles vs animals, 10+10 images",
+              BINARY, binary_per_group=10, cpu_iterations=500, paper_ssim=0.5378))
 for _k, _paper in ((2, 0.3140), (5, 0.1982), (12, 0.1197)):
     register(Case(f"resnet18-{10 * _k}", f"ResNet-18 fine-tuned from pretrained theta0, {_k} images/class",
                   finetune_recipe(), per_class=_k, paper_ssim=_paper, **RESNET))
@@ -126,6 +141,17 @@ register(Case("resnet18-60-unknown-lr", "ResNet-18 fine-tuned at lr 7e-3, 6 imag
 register(Case("resnet18-40-unknown-n", "ResNet-18 fine-tuned, 4 images/class; 60 dummy images, "
               "gradient-norm ranking", finetune_recipe(), per_class=4, num_dummy=60, unknown_n=True,
               paper_ssim=0.2295, **RESNET))
+# The paper's baselines on the same targets (its Tables 1 and 2), the same image-update budget.
+# Each optimises 2N candidates (the comparison's ratio); the paper's figure is the attack's own.
+BASELINES = {"kkt": "KKT (Haim 2022 binary, Buzaglo 2023 multi-class)", "ntk": "NTK (Loo et al. 2024)"}
+for _method, _cases in (("kkt", (("mlp-100", 0.143), ("binary-mlp-20", 0.228), ("resnet18-50", 0.030))),
+                        ("ntk", (("mlp-100", 0.138), ("binary-mlp-20", 0.354), ("resnet18-50", 0.077)))):
+    for _base, _paper_baseline in _cases:
+        _of = CASES.get(_base)
+        register(replace(_of, name=f"{_base}-{_method}", method=_method, paper_ssim=_paper_baseline,
+                         description=f"{BASELINES[_method]} on the target of {_base}",
+                         paper_note=f"paper: {BASELINES[_method].split(' (')[0]} row"))
+
 # Test only: 8x8 images and a narrow MLP, so the whole pipeline runs in seconds.
 register(Case("tiny", "test only: MLP 192-32-10 on 8x8 images, 2 images/class",
               {**mlp_recipe(image_shape=(3, 8, 8), hidden=(32,)), "epochs": 3, "optimizer": {"lr": 0.05}},
@@ -134,6 +160,8 @@ register(Case("tiny-unknown", "test only: tiny MLP, 1 image/class, 12 dummies, l
               "gradient-norm ranking", {**mlp_recipe(image_shape=(3, 8, 8), hidden=(32,)), "epochs": 3},
               per_class=1, num_dummy=12, lr_search=True, unknown_n=True, iterations=20,
               quick_iterations=5, quick_lr_candidates=(0.01, 0.005), test_only=True))
+register(Case("tiny-kkt", "test only: KKT on the tiny target", CASES.get("tiny").recipe, method="kkt",
+              per_class=2, iterations=20, quick_iterations=5, test_only=True))
 register(Case("tiny-resnet", "test only: ResNet-18 on 8x8 images from a pretrained theta0, 1 image/class",
               {**finetune_recipe(image_shape=(3, 8, 8)), "epochs": 1}, per_class=1, iterations=20,
               quick_iterations=1, quick_steps=1, test_only=True,

@@ -16,13 +16,13 @@ import torch
 
 from bench.cases import VEHICLES, Case, Pretraining
 from bench.provenance import shown_path
+from core.architectures import model_for_recipe
 from core.checkpoints import load_checkpoint, save_safetensors
 from core.data import check_images_fit, first_per_class, load_dataset, save_npz_bytes, to_normalized
-from core.device import device_description
 from core.errors import DatasetError
+from core.execution import device_description
 from core.recipe import Recipe, parse_recipe
-from core.simudy import model_for_recipe
-from core.trainer import accuracy, train
+from core.train import accuracy, train
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / "cache"
 
@@ -57,10 +57,19 @@ def _data(data_dir: Path, name: str) -> Path:
 
 
 def select_targets(case: Case, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, labels): the first K of every class, or the first k vehicles and k animals."""
+    """(indices, labels): the first K of every class (from ``offset``; with ``classes``, of
+    those classes, relabelled 0..C-1), or the first k vehicles and k animals."""
     if not case.binary_per_group:
-        idx = first_per_class(y, case.per_class, num_classes=case.recipe["num_classes"])
-        return idx, y[idx]
+        if case.classes is None:
+            idx = first_per_class(y, case.per_class, case.offset, num_classes=case.recipe["num_classes"])
+            return idx, y[idx]
+        if len(case.classes) != case.recipe["num_classes"]:
+            raise DatasetError(f"{case.name}: {len(case.classes)} classes, the recipe has {case.recipe['num_classes']}")
+        within = np.flatnonzero(np.isin(y, case.classes))
+        position = {c: i for i, c in enumerate(case.classes)}
+        relabelled = np.array([position[int(c)] for c in y[within]], dtype=np.int64)
+        local = first_per_class(relabelled, case.per_class, case.offset, num_classes=len(case.classes))
+        return within[local], relabelled[local].astype(np.int64)
     vehicle = np.isin(y, VEHICLES)
     picked = [np.flatnonzero(vehicle)[:case.binary_per_group], np.flatnonzero(~vehicle)[:case.binary_per_group]]
     if min(len(p) for p in picked) < case.binary_per_group:

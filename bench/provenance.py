@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from core.device import device_description
+from core.execution import device_description
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,6 +42,13 @@ def device_slug(device: torch.device) -> str:
 
 
 def _code_state() -> tuple[str | None, bool | None]:
+    """The commit and whether code differs from it. Where there is no git checkout (the GPU
+    machine gets a copy of the working tree without .git), ``SIMUDY_SOURCE_COMMIT`` names it:
+    ``<sha>`` or ``<sha>+dirty``, as the one who sent the copy read it off their checkout."""
+    given = os.environ.get("SIMUDY_SOURCE_COMMIT")
+    if given and _git("rev-parse", "HEAD") is None:
+        sha, _, mark = given.partition("+")
+        return sha, mark == "dirty"
     # only code counts: the results and the generated table change while measuring
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md",
                   ":!bench/results")

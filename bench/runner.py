@@ -16,10 +16,11 @@ import torch
 
 from bench import memory
 from bench.cases import Case
-from bench.prepare import prepare
+from bench.prepare import content_key, prepare
 from bench.provenance import device_slug, provenance, settled, shown_path
 from core.errors import ReconstructionFailed
-from core.settings import LrSearch, parse_settings
+from core.job_settings import LrSearch
+from core.methods import parse_settings
 
 
 def case_settings(case: Case, device: torch.device, iterations: int | None,
@@ -27,9 +28,10 @@ def case_settings(case: Case, device: torch.device, iterations: int | None,
     if iterations is None:
         iterations = case.cpu_iterations if device.type == "cpu" and case.cpu_iterations else case.iterations
     settings: dict[str, Any] = {
-        "num_images": case.num_dummy or case.num_true, "iterations": iterations,
-        "simulated_epochs": case.simulated_epochs, "seed": case.seed, "device": device.type,
-        "rank_by_gradient_norm": case.unknown_n, "progress_every": 1, **case.extra_settings}
+        "method": case.method, "num_images": case.num_dummy or case.num_true, "iterations": iterations,
+        "seed": case.seed, "progress_every": 10, **case.extra_settings}
+    if case.method == "simudy":
+        settings.update(simulated_epochs=case.simulated_epochs, rank_by_gradient_norm=case.unknown_n)
     if case.lr_search:
         settings["lr_search"] = LrSearch().model_dump()
         if quick:  # a short search: three candidates, scored by the loss after one update
@@ -97,7 +99,10 @@ def command_line(case: Case, args) -> str:
     return " ".join(parts)
 
 
-def run_case(case: Case, args, device: torch.device, cache: Path) -> Path:
+def run_case(case: Case, args, device: torch.device, cache: Path, *, deadline: float | None = None
+             ) -> Path | None:
+    """Measure ``case``; its result JSON, or None when ``deadline`` (epoch seconds) stopped it
+    first: its state is then in ``cache`` and the next call with the same case goes on."""
     started = provenance(device)
     run_case_def = case.quick() if args.quick else case
     settings = case_settings(run_case_def, device, args.iterations, args.quick)
@@ -107,21 +112,29 @@ def run_case(case: Case, args, device: torch.device, cache: Path) -> Path:
     stem = f"{case.name}{'-quick' if args.quick else ''}-{device_slug(device)}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    state_path = cache / "states" / f"{stem}-{content_key(settings=settings, thetaf=prep.thetaf_path.name)}.pt"
+    state_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         measured = run_subprocess({
             "kind": "case", "recipe": json.loads(prep.recipe.model_dump_json()), "settings": settings,
+            "execution": {"device": device.type},
             "theta0": str(prep.theta0_path), "thetaf": str(prep.thetaf_path), "truth": str(prep.truth_path),
-            "pairs_png": str(out / f"{stem}.png")}, Path(tmp))
+            "pairs_png": str(out / f"{stem}.png"), "state_path": str(state_path), "deadline": deadline},
+            Path(tmp))
+    if measured.get("paused"):
+        print(f"{case.name}: paused at iteration {measured['iteration']} (state kept; run again to go on)")
+        return None
     shrink_png(out / f"{stem}.png")
     m = measured["metrics"]
     result = {
-        "case": case.name, "quick": bool(args.quick), "description": case.description,
+        "case": case.name, "method": case.method, "quick": bool(args.quick), "description": case.description,
         **settled(started), "device_slug": device_slug(device),
         "ssim_paper_mean": m["ssim_paper_mean"], "ssim_mean": m["ssim_mean"], "psnr_mean": m["psnr_mean"],
         "recovered_above_0.3": m["recovered_above_0.3"], "recovered_above_0.5": m["recovered_above_0.5"],
-        "num_true_images": case.num_true, "num_dummy_images": settings["num_images"],
+        "num_true_images": case.num_true, "num_dummy_images": m["num_reconstructions"],
         "iterations": measured["iterations"], "simulated_steps": measured["simulated_steps"],
         "wall_seconds": measured["wall_seconds"], "seconds_per_iteration": measured["seconds_per_iteration"],
+        "segments": measured["segments"], "ssim_against_iteration": measured["ssim_curve"],
         "projected_hours_30k": measured["seconds_per_iteration"] * 30_000 / 3600,
         "prepare_seconds": prepare_seconds,
         "peak_memory_bytes": measured["peak_memory_bytes"],

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -104,7 +105,7 @@ def test_report(bench_run, tmp_path):
     target = tmp_path / "BENCHMARKS.md"
     assert main(["bench-report", "--results", str(bench_run / "results"), "--out", str(target)]) == 0
     text = target.read_text()
-    assert "| tiny **quick** | cpu | 20 | 5 | 8 |" in text
+    assert "| tiny **quick** | simudy | cpu | 20 | 5 | 8 |" in text
     assert "simudy bench tiny" in text and "tiny-quick-cpu.png" in text
     assert "No profile yet" in text
     assert "## Grids" not in text  # only quick rows, whose images are noise
@@ -135,3 +136,50 @@ def test_provenance_is_marked_dirty_when_the_code_changes_while_measuring():
     assert settled(started) == started  # nothing changed meanwhile
     before_a_commit = {**started, "commit": "0" * 40, "dirty": False}
     assert settled(before_a_commit) == {**before_a_commit, "dirty": True}
+
+
+def test_a_case_paused_at_its_deadline_goes_on_exactly_where_it_stopped(bench_run, tmp_path):
+    """The measurement process stops at its deadline keeping the engine's state, a later one
+    finishes it: the same images and loss curve as one run straight through."""
+    from bench.cases import get_case
+    from bench.prepare import prepare
+    from bench.runner import case_settings, run_subprocess
+
+    case = get_case("tiny").quick()
+    prep = prepare(case, bench_run / "data", bench_run / "cache", torch.device("cpu"))
+    settings = {**case_settings(case, torch.device("cpu"), 40), "progress_every": 1}
+    spec = {"kind": "case", "recipe": json.loads(prep.recipe.model_dump_json()), "settings": settings,
+            "execution": {"device": "cpu"}, "theta0": str(prep.theta0_path),
+            "thetaf": str(prep.thetaf_path), "truth": str(prep.truth_path)}
+    straight = run_subprocess({**spec, "pairs_png": str(tmp_path / "a.png")}, tmp_path)
+    state = tmp_path / "state.pt"
+    paused = run_subprocess({**spec, "pairs_png": str(tmp_path / "b.png"), "state_path": str(state),
+                             "pause_at_iteration": 17}, tmp_path)
+    assert paused["paused"] and paused["iteration"] == 17 and state.exists()
+    late = run_subprocess({**spec, "pairs_png": str(tmp_path / "c.png"), "state_path": str(tmp_path / "late.pt"),
+                           "deadline": time.time() - 1}, tmp_path)  # a deadline already past: stops at once
+    assert late["paused"] and late["iteration"] == 0
+    resumed = run_subprocess({**spec, "pairs_png": str(tmp_path / "b.png"), "state_path": str(state)}, tmp_path)
+    assert resumed["segments"] == 2 and resumed["iterations"] == 40 and not state.exists()
+    assert resumed["metrics"]["ssim_paper_mean"] == straight["metrics"]["ssim_paper_mean"]
+    assert resumed["final_loss"] == straight["final_loss"]
+    assert [p[0] for p in resumed["ssim_curve"]] == [p[0] for p in straight["ssim_curve"]]
+
+
+def test_gpu_suite_wiring_on_the_cpu(bench_run, capsys):
+    """The suite runs its steps in order, writes each result, and skips what is done."""
+    argv = ["bench-suite", "--quick", "--device", "cpu", "--data", str(bench_run / "data"),
+            "--out", str(bench_run / "suite"), "--cache", str(bench_run / "cache"),
+            "--cases", "tiny", "--only", "service-job", "tiny", "--budget-seconds", "600"]
+    assert main(argv) == 0
+    service = json.loads((bench_run / "suite" / "service-job-quick-cpu.json").read_text())
+    assert service["status"] == "succeeded" and service["summary_device"] == "cpu"
+    assert service["loss_points"] == 2 and service["ssim_paper_mean"] is not None
+    tiny = json.loads((bench_run / "suite" / "tiny-quick-cpu.json").read_text())
+    assert tiny["segments"] == 1 and tiny["ssim_against_iteration"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "service-job: done" in out and "tiny: done" in out and "every step is done" in out
+    assert main([*argv[:-1], "1"]) == 0  # nothing left to do, whatever the budget
+    assert main(["bench-suite", "--only", "nope", "--out", str(bench_run / "suite")]) == 2
