@@ -18,6 +18,7 @@ def _row(job_id: str):  # noqa: ANN202
         return s.scalar(select(Job).where(Job.id == job_id))
 
 
+# long enough (seconds, on a fast CPU) that a job is still running when a test acts on it
 ITERATIONS = 2000
 
 
@@ -56,7 +57,7 @@ def test_worker_shutdown_saves_state_and_gives_the_job_back(app_client, teams, w
     a = teams["a"]
     workers.stop_all()  # no other worker may take the job back before we look
     leaving = workers.start("leaving")
-    job = submit(app_client, a, iterations=400)
+    job = submit(app_client, a, iterations=ITERATIONS)
     wait_job(app_client, a, job["id"], lambda j: j["progress"]["iteration"] >= 10 or final(j), 60)
     os.kill(leaving.pid, signal.SIGTERM)  # warm shutdown of the worker (parent) only
     leaving.wait(timeout=60)
@@ -96,15 +97,16 @@ def test_a_worker_killed_before_its_first_state_save_is_restarted_once(app_clien
     a = teams["a"]
     workers.stop_all()
     first = workers.start("no-save", SIMUDY_STATE_SAVE_SECONDS="3600")
-    job = submit(app_client, a, iterations=300)
+    job = submit(app_client, a, iterations=ITERATIONS)
     wait_job(app_client, a, job["id"], lambda j: j["progress"]["iteration"] >= 20 or final(j), 90)
-    assert _row(job["id"]).state_iteration is None
+    assert _row(job["id"]).status == "running" and _row(job["id"]).state_iteration is None
     workers.kill(first)
     workers.start("restarter")
     done = wait_job(app_client, a, job["id"], final, timeout=240)
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2 and done["resumed_from"] is None
-    assert _points(app_client, a, job["id"]) == list(range(5, 301, 5)), "every point exactly once"
+    assert _points(app_client, a, job["id"]) == list(range(5, ITERATIONS + 1, 5)), \
+        "every point exactly once"
     workers.stop_all()
 
 
