@@ -36,7 +36,7 @@ from service.storage import ObjectStore
 from service.storage.base import job_prefix, retrying
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-job_status: TTLCache[JobPublic] = TTLCache()
+job_status: TTLCache[bytes] = TTLCache()  # the JSON of the job's public view
 NOT_FOUND = {404: {"model": Message, "description": "no such job for this team"}}
 PNG = {"content": {"image/png": {}}}
 
@@ -141,18 +141,19 @@ def list_team_jobs(caller: CallerDep,
         return JobList(data=[to_public(j) for j in rows], count=len(rows), next_cursor=next_cursor)
 
 
-def _read_public(caller: Caller, job_id: str) -> JobPublic:
+def _read_public_json(caller: Caller, job_id: str) -> bytes:
     with read_db() as s:
-        return to_public(_job_or_404(s, caller, job_id))
+        return to_public(_job_or_404(s, caller, job_id)).model_dump_json().encode()
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
-async def read_job(job_id: str, caller: CallerDep, config: ConfigDep) -> JobPublic:
-    """The job's status and progress (polls of one job share one read for a fraction of a
-    second: ``SIMUDY_STATUS_CACHE_SECONDS``)."""
-    return await job_status.get((caller.team_id, job_id),
-                                lambda: run_in_threadpool(_read_public, caller, job_id),
+async def read_job(job_id: str, caller: CallerDep, config: ConfigDep) -> Response:
+    """The job's status and progress (polls of one job share one read, serialised once, for a
+    fraction of a second: ``SIMUDY_STATUS_CACHE_SECONDS``)."""
+    body = await job_status.get((caller.team_id, job_id),
+                                lambda: run_in_threadpool(_read_public_json, caller, job_id),
                                 config.status_cache_seconds)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{job_id}/loss", response_model=LossCurve,

@@ -320,3 +320,47 @@ def test_concurrent_polls_of_one_job_share_one_read():
         assert "job" not in cache._entries and len(cache._entries) == 2
 
     asyncio.run(scenario())
+
+
+def test_a_polled_entry_is_refreshed_in_the_background_and_never_served_past_its_ttl():
+    import asyncio
+
+    from api.cache import TTLCache
+
+    cache: TTLCache[int] = TTLCache()
+    loads: list[int] = []
+    fail = False
+
+    async def load() -> int:
+        await asyncio.sleep(0.05)
+        if fail:
+            raise LookupError
+        loads.append(1)
+        return len(loads)
+
+    async def scenario() -> None:
+        nonlocal fail
+        assert await cache.get("k", load, ttl=1.0) == 1
+        await asyncio.sleep(0.6)  # past half the ttl: answered at once, one refresh starts
+        started = time.monotonic()
+        assert [await cache.get("k", load, ttl=1.0) for _ in range(20)] == [1] * 20
+        assert time.monotonic() - started < 0.04, "a poll waited for the refresh"
+        await asyncio.sleep(0.1)
+        assert await cache.get("k", load, ttl=1.0) == 2 and len(loads) == 2
+        await asyncio.sleep(1.1)  # past the ttl: the next poll waits for a fresh read
+        assert await cache.get("k", load, ttl=1.0) == 3
+
+        fail = True  # a refresh that fails drops the entry: the next poll sees the error
+        await asyncio.sleep(0.6)
+        assert await cache.get("k", load, ttl=1.0) == 3
+        await asyncio.sleep(0.1)
+        with pytest.raises(LookupError):
+            await cache.get("k", load, ttl=1.0)
+
+        fail = False  # a drop during a load: what that load read is not kept
+        pending = asyncio.ensure_future(cache.get("d", load, ttl=10))
+        await asyncio.sleep(0.01)
+        cache.drop("d")
+        assert await pending == 4 and "d" not in cache._entries
+
+    asyncio.run(scenario())
