@@ -3,6 +3,8 @@ worker are re-queued even when only the API runs (``make run``)."""
 
 from __future__ import annotations
 
+import gc
+
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +27,11 @@ def create_app(config: ServiceConfig | None = None, *, sweep: bool = True) -> Fa
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Everything loaded so far (FastAPI, SQLAlchemy, torch...) lives as long as the process:
+        # take it out of the collector's view, or each full collection walks millions of
+        # objects while every request waits (pauses of 100-240 ms, the p99 under load).
+        gc.collect()
+        gc.freeze()
         sweeper = None
         if sweep:
             from service.sweep import SweepThread
