@@ -33,11 +33,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     schema_ready()
     if args.workers < 1:
         raise SimudyError("--workers must be at least 1")
+    config = get_config()
+    options = {"host": args.host, "port": args.port, "log_level": "info",
+               "access_log": config.access_log}
     if args.workers == 1:
-        uvicorn.run(create_app(get_config()), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(config), **options)
     else:  # each process builds its own app from the same environment
-        uvicorn.run("api.main:create_app", factory=True, workers=args.workers, host=args.host,
-                    port=args.port, log_level="info")
+        uvicorn.run("api.main:create_app", factory=True, workers=args.workers, **options)
     return 0
 
 
