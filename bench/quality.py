@@ -36,6 +36,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr0.03-one-cosine-betas0.9": {"image_lr": 0.03, "cosine_t_max": "{iterations}",
                                    "adam_betas": [0.9, 0.999]},
     "lr0.01-one-cosine": {"image_lr": 0.01, "cosine_t_max": "{iterations}"},
+    # the authors' warm restarts (a cycle of 200 updates) at the larger image lr: at 2,000
+    # updates their cycles overtook one decay; is it the restarts or the smaller lr?
+    "lr0.03-restarts": {"image_lr": 0.03, "cosine_t_max": 100},
     # the approximate gradients (generic engine), against the exact one with the same schedule
     "lr0.03-one-cosine-truncated5": {"image_lr": 0.03, "cosine_t_max": "{iterations}",
                                      "gradient": "truncated", "truncation_window": 5},
