@@ -17,6 +17,9 @@ from core.architectures import ARCHITECTURES
 
 
 class MLP(nn.Module):
+    # a linear map of the flattened input: its change spans the training images (core.input_span)
+    input_linear_weight = "layers.0.weight"
+
     def __init__(self, in_features: int, hidden: list[int], num_classes: int, bias: str = "first"):
         super().__init__()
         if bias not in ("first", "all", "none"):

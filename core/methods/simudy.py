@@ -25,7 +25,8 @@ from core.recipe import Recipe
 from core.schema import AdamBetas, UserModel
 from core.sgd_step import (ClipRule, SGDConfig, TrainState, batch_slices, recipe_clip_rules,
                            set_model_mode, split_state_dict)
-from core import simulation_lowrank
+from core import input_span, simulation_lowrank
+from core.input_span import InputSpan
 from core.simulation import DisplacementObjective, SimulationPlan, objective_and_image_grad
 from core.simulation_approx import per_step_objective_and_image_grad, truncated_objective_and_image_grad
 
@@ -64,7 +65,10 @@ def image_schedule(settings: Any, recipe: Recipe) -> tuple[float, int]:
 
 class SimudyOptions(UserModel):
     """SimuDy's own settings. Defaults follow the authors' reference code, except the image
-    optimiser's lr and schedule on MLP recipes (measured; see MLP_IMAGE_LR)."""
+    optimiser's lr and schedule on MLP recipes (measured; see MLP_IMAGE_LR) and the input span
+    (images kept in the space the first layer's change says the training images span, wherever
+    that holds: core/input_span.py; at 600 updates it lifted every MLP target and seed measured,
+    binary-mlp-20 from 0.41-0.45 to 0.97, BENCHMARKS.md)."""
 
     simulated_epochs: int | None = Field(None, ge=1, le=10_000, description="default: the recipe's epochs")
     simulated_lr: float | None = Field(None, gt=0, le=100, description="default: the recipe's lr")
@@ -88,6 +92,10 @@ class SimudyOptions(UserModel):
         "time with the final parameters' gradient, constant memory, drops cross-step terms). "
         "The approximate ones are faster or smaller and change results")
     truncation_window: int = Field(5, ge=1, le=100_000, description="steps kept by gradient=truncated")
+    input_span: bool | None = Field(
+        None, description="keep the images in the row space of the first layer's weight change, "
+        "which holds every training image when the first layer is linear on the input (MLP) and "
+        "the recipe has no weight decay; null: on wherever that holds (measured, BENCHMARKS.md)")
 
 
 def simulated_steps(recipe: Recipe, settings: Any) -> int:
@@ -136,6 +144,9 @@ class SimuDy(IterativeMethod):
         self.labels = balanced_labels(s.num_images, recipe.num_classes, generator).to(self.device)
         init = torch.randn((s.num_images, *recipe.image_shape), generator=generator)
         self.images = (init * s.init_std).to(self.device).requires_grad_()
+        self.span = self._input_span(s, params0, paramsf)
+        if self.span is not None:
+            self.span.project_(self.images)
         self.image_lr, t_max = image_schedule(s, recipe)
         self.optimizer = torch.optim.Adam([self.images], lr=self.image_lr, betas=tuple(s.adam_betas))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t_max)
@@ -143,6 +154,15 @@ class SimuDy(IterativeMethod):
         if (s.gradient == "exact" and execution.fast_paths
                 and simulation_lowrank.supports(self.plan, self.state0)):
             self.lowrank = simulation_lowrank.LowRankMLPObjective(self.plan, self.objective, self.state0)
+
+    def _input_span(self, s: Any, params0: dict, paramsf: dict) -> InputSpan | None:
+        if s.input_span is False:
+            return None
+        if s.input_span and not input_span.applies(self.model, self.recipe):
+            raise RecipeError("input_span needs a first layer that is linear on the input (mlp) "
+                              "and a recipe without weight decay")
+        basis = input_span.input_span_basis(self.model, self.recipe, params0, paramsf)
+        return InputSpan(basis.to(self.device)) if basis is not None else None
 
     @classmethod
     def trial_settings(cls, full: JobSettings, trial: JobSettings, recipe: Recipe) -> JobSettings:
@@ -174,7 +194,11 @@ class SimuDy(IterativeMethod):
             value = self.lowrank(self.images, self.labels, clips)
         else:
             value = objective_and_image_grad(*args, self.execution.checkpoint_segments)
+        if self.span is not None:
+            self.span.project_(self.images.grad)
         self.optimizer.step()
+        if self.span is not None:
+            self.span.project_(self.images)
         self.scheduler.step()
         return value.stacked()
 
@@ -213,7 +237,8 @@ class SimuDy(IterativeMethod):
     def result(self) -> MethodResult:
         normalized = self.images.detach().cpu()
         summary: dict[str, Any] = {"simulated_lr": self.simulated_lr,
-                                   "simulated_steps": self.plan.num_steps, "ranking": None}
+                                   "simulated_steps": self.plan.num_steps, "ranking": None,
+                                   "input_span_rank": self.span.rank if self.span else None}
         arrays: dict[str, np.ndarray] = {}
         captions = None
         if self.settings.rank_by_gradient_norm:  # type: ignore[attr-defined]
