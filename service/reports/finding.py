@@ -28,6 +28,16 @@ class Finding:
     level: str  # "high" (images recovered clearly), "some", "none", "unscored", "not-finished"
 
 
+def span_sentence(summary: dict[str, Any] | None) -> str:
+    """What the rank of the first layer's change says (SimuDy's ``input_span_rank``): exact
+    for an MLP trained by SGD without weight decay, whose change is spanned by its inputs."""
+    rank = (summary or {}).get("input_span_rank")
+    if not rank:
+        return ""
+    return (f" The first layer's weight change has rank {rank}: the network was trained on {rank} "
+            "linearly independent images, and the reconstructions were kept in the space they span.")
+
+
 def finding_for(*, status: str, metrics: dict[str, Any] | None,
                 summary: dict[str, Any] | None) -> Finding:
     if status != "succeeded":
@@ -42,7 +52,8 @@ def finding_for(*, status: str, metrics: dict[str, Any] | None,
             detail += (f" Ranking by gradient norm marks {estimate} of them as significant "
                        "(likely to match real training images).")
         return Finding("Not scored yet: the reconstruction has not been compared with the true "
-                       "training images.", detail.strip(), CAVEAT_UNSCORED, "unscored")
+                       "training images.", (detail + span_sentence(summary)).strip(), CAVEAT_UNSCORED,
+                       "unscored")
     n = int(metrics.get("num_originals", 0))
     clear = int(metrics.get(f"recovered_above_{CLEAR}", 0))
     faint = int(metrics.get(f"recovered_above_{FAINT}", 0))
@@ -59,4 +70,4 @@ def finding_for(*, status: str, metrics: dict[str, Any] | None,
         headline = f"None of the {n} training images was recovered above similarity {FAINT}."
         level = "none"
     detail = f"Mean similarity over all {n} training images: {mean:.3f}." if mean is not None else ""
-    return Finding(headline, detail, CAVEAT_SCORED.format(clear=CLEAR, faint=FAINT), level)
+    return Finding(headline, (detail + span_sentence(summary)).strip(), CAVEAT_SCORED.format(clear=CLEAR, faint=FAINT), level)
