@@ -5,7 +5,7 @@ A variant is a named set of SimuDy settings on top of the defaults; a target is 
 (its theta0/thetaf, trained once with the case's own seed); a seed is the reconstruction's
 seed (initial images and labels). Each run is one ``simudy bench CASE`` measurement in a
 fresh process (bench/runner.py) with those settings; the table reports the paper-protocol
-SSIM per seed, the mean and the spread. Results: ``quality-<name>.json``.
+SSIM per seed, the mean and the spread. Results: ``quality-<targets>-<variants>-<updates>.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from core.errors import SimudyError
 # in a value is the run's number of image updates.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "authors": {"image_lr": 0.01, "cosine_t_max": 100},  # the reference code's values, explicit
+    # the reference code's values, explicit (its images are free: no input span)
+    "authors": {"image_lr": 0.01, "cosine_t_max": 100, "input_span": False},
     "lr0.03-one-cosine": {"image_lr": 0.03, "cosine_t_max": "{iterations}"},
     "lr0.1-one-cosine": {"image_lr": 0.1, "cosine_t_max": "{iterations}"},
     "lr0.03-one-cosine-betas0.9": {"image_lr": 0.03, "cosine_t_max": "{iterations}",
@@ -39,6 +40,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the authors' warm restarts (a cycle of 200 updates) at the larger image lr: at 2,000
     # updates their cycles overtook one decay; is it the restarts or the smaller lr?
     "lr0.03-restarts": {"image_lr": 0.03, "cosine_t_max": 100},
+    # the images kept in the first layer's input span (core/input_span.py), or left free
+    "input-span": {"input_span": True},
+    "no-input-span": {"input_span": False},
     # the approximate gradients (generic engine), against the exact one with the same schedule
     "lr0.03-one-cosine-truncated5": {"image_lr": 0.03, "cosine_t_max": "{iterations}",
                                      "gradient": "truncated", "truncation_window": 5},
@@ -99,7 +103,7 @@ def run_quality(args, device: torch.device) -> Path:
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"quality-{'-'.join(args.case)}-{args.iterations}.json"
+    path = out / f"quality-{'-'.join(args.case)}-{'-'.join(args.variants)}-{args.iterations}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {path}")
     return path
