@@ -67,13 +67,15 @@ def side_by_side_table(runs: list[dict]) -> list[str]:
 
 
 def quality_table(runs: list[dict]) -> list[str]:
-    lines = ["| target | variant | updates | seeds | SSIM per seed | mean | spread (max-min) | s/update |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| target | variant | updates | seeds | SSIM per seed | mean | spread (max-min) | s/update | commit |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
+        commit = (run.get("commit") or "?")[:8] + ("+dirty" if run.get("dirty") else "")
         for r in run["rows"]:
             per = ", ".join(f"{v:.3f}" for v in r["ssim"])
             lines.append(f"| {r['target']} | {r['variant']} | {r['updates']} | {', '.join(map(str, r['seeds']))} "
-                         f"| {per} | {r['mean']:.3f} | {r['spread']:.3f} | {_f(r.get('seconds_per_update'), '.3f')} |")
+                         f"| {per} | {r['mean']:.3f} | {r['spread']:.3f} | {_f(r.get('seconds_per_update'), '.3f')} "
+                         f"| {commit} |")
     lines += [""] + [f"- `{run['command']}`" for run in runs]
     return lines
 
@@ -201,8 +203,11 @@ def render(results: Path, target: Path) -> str:
                   "(the target's theta0/thetaf fixed, the case's seed 0). Variants are named settings "
                   "over the defaults (bench/quality.py): authors = the reference code's `image_lr` 0.01 and "
                   "`cosine_t_max` 100 (200-update cycles); lr0.03-one-cosine = `image_lr` 0.03 and "
-                  "`cosine_t_max` the run's updates (one cosine decay over the run), since this measurement "
-                  "the default on MLP recipes. s/update was measured on a shared 2-core machine, one thread, while other "
+                  "`cosine_t_max` the run's updates (one cosine decay over the run), the default schedule "
+                  "on MLP recipes; input-span / no-input-span = the images kept in the first layer's "
+                  "input span (core/input_span.py, the default on MLP recipes since commit 143b747) or "
+                  "left free. Rows from commits before 143b747 left the images free in every variant. "
+                  "s/update was measured on a shared 2-core machine, one thread, while other "
                   "jobs ran: it is not a speed comparison between rows (the side-by-side table is).", ""]
         lines += quality_table(quality)
     lines += ["", "## Cost profile", ""]

@@ -55,12 +55,12 @@ def test_report_renders_side_by_side_and_quality(tmp_path):
         "results": [{"case": "mlp-20", "threads": 1, "num_images": 20, "unrolled_steps": 20,
                      "rows": {"authors": authors, "simudy": row}}]}))
     (tmp_path / "quality-mlp-20-600.json").write_text(json.dumps({
-        "case": "quality", "command": "simudy bench quality", "rows": [
+        "case": "quality", "commit": "0123456789", "dirty": True, "command": "simudy bench quality", "rows": [
             {"target": "mlp-20", "variant": "default", "updates": 600, "seeds": [0, 1], "ssim": [0.6, 0.62],
              "mean": 0.61, "spread": 0.02, "seconds_per_update": 0.3}]}))
     text = render(tmp_path, tmp_path / "BENCHMARKS.md")
     assert "| mlp-20 | 20 | 1 | simudy | low-rank MLP | 0.250 |" in text and "3.90 4.10" in text
-    assert "| mlp-20 | default | 600 | 0, 1 | 0.600, 0.620 | 0.610 |" in text
+    assert "| mlp-20 | default | 600 | 0, 1 | 0.600, 0.620 | 0.610 | 0.020 | 0.300 | 01234567+dirty |" in text
     assert "No results yet." in text  # no case rows: side-by-side and quality are not cases
 
 
