@@ -31,7 +31,7 @@ from core.errors import SimudyError
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     # the reference code's values, explicit (its images are free: no input span)
-    "authors": {"image_lr": 0.01, "cosine_t_max": 100, "input_span": False},
+    "authors": {"image_lr": 0.01, "cosine_t_max": 100, "input_span": "off"},
     "lr0.03-one-cosine": {"image_lr": 0.03, "cosine_t_max": "{iterations}"},
     "lr0.1-one-cosine": {"image_lr": 0.1, "cosine_t_max": "{iterations}"},
     "lr0.03-one-cosine-betas0.9": {"image_lr": 0.03, "cosine_t_max": "{iterations}",
@@ -41,8 +41,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # updates their cycles overtook one decay; is it the restarts or the smaller lr?
     "lr0.03-restarts": {"image_lr": 0.03, "cosine_t_max": 100},
     # the images kept in the first layer's input span (core/input_span.py), or left free
-    "input-span": {"input_span": True},
-    "no-input-span": {"input_span": False},
+    "input-span": {"input_span": "on"},
+    "no-input-span": {"input_span": "off"},
     # the approximate gradients (generic engine), against the exact one with the same schedule
     "lr0.03-one-cosine-truncated5": {"image_lr": 0.03, "cosine_t_max": "{iterations}",
                                      "gradient": "truncated", "truncation_window": 5},

@@ -73,10 +73,11 @@ def _check_fit(recipe, field: str, ckpt: Checkpoint) -> None:  # noqa: ANN001
 def _create(body: JobCreate, caller: Caller, config: ServiceConfig) -> tuple[JobPublic, list[float]]:
     """Check the job against the limits and its checkpoints, and record it (one thread)."""
     job_settings = body.settings
-    problems = limit_violations(body.recipe, job_settings, config)
+    method = get_method(job_settings.method)
+    problems = (limit_violations(body.recipe, job_settings, config)
+                + method.setting_problems(body.recipe, job_settings))
     if problems:
         raise HTTPException(422, "; ".join(problems))
-    method = get_method(job_settings.method)
     if method.needs_theta0 and body.theta0 is None:
         raise HTTPException(422, f"theta0: method {method.name} needs theta0 (the weights before training)")
     with db() as s:

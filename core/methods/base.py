@@ -129,6 +129,12 @@ class Method(Protocol):
     @classmethod
     def trial_settings(cls, full: JobSettings, trial: JobSettings, recipe: Recipe) -> JobSettings: ...
 
+    @classmethod
+    def setting_problems(cls, recipe: Recipe, settings: JobSettings) -> list[str]:
+        """What in the settings cannot work with this recipe, one readable line each, found
+        before any weights are read (the API answers them with a 422)."""
+        ...
+
 
 def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """n // C of every class (the remainder to the first classes), shuffled once."""
@@ -161,6 +167,11 @@ class IterativeMethod:
         where a default depends on the run's length, so the trial's updates are the full run's
         first ones. Default: unchanged."""
         return trial
+
+    @classmethod
+    def setting_problems(cls, recipe: Any, settings: JobSettings) -> list[str]:
+        """Settings that cannot work with the recipe (see ``Method``). Default: none."""
+        return []
 
     def __init__(self, settings: JobSettings, execution: Execution) -> None:
         self.settings = settings

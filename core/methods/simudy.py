@@ -25,7 +25,8 @@ from core.recipe import Recipe
 from core.schema import AdamBetas, UserModel
 from core.sgd_step import (ClipRule, SGDConfig, TrainState, batch_slices, recipe_clip_rules,
                            set_model_mode, split_state_dict)
-from core import input_span, simulation_lowrank
+from core import input_span as span_rules
+from core import simulation_lowrank
 from core.input_span import InputSpan
 from core.simulation import DisplacementObjective, SimulationPlan, objective_and_image_grad
 from core.simulation_approx import per_step_objective_and_image_grad, truncated_objective_and_image_grad
@@ -92,10 +93,12 @@ class SimudyOptions(UserModel):
         "time with the final parameters' gradient, constant memory, drops cross-step terms). "
         "The approximate ones are faster or smaller and change results")
     truncation_window: int = Field(5, ge=1, le=100_000, description="steps kept by gradient=truncated")
-    input_span: bool | None = Field(
-        None, description="keep the images in the row space of the first layer's weight change, "
-        "which holds every training image when the first layer is linear on the input (MLP) and "
-        "the recipe has no weight decay; null: on wherever that holds (measured, BENCHMARKS.md)")
+    input_span: Literal["auto", "on", "off"] = Field(
+        "auto", description="keep the images in the row space of the first layer's weight change, "
+        "which holds every training image when the first layer is linear on the input (MLP), the "
+        "recipe has no weight decay nor augmentation, and the change shows a clear rank "
+        "(core/input_span.py). auto: wherever that holds (measured, BENCHMARKS.md); on: refuse "
+        "a job where it does not; off: images free (the authors' method)")
 
 
 def simulated_steps(recipe: Recipe, settings: Any) -> int:
@@ -156,13 +159,28 @@ class SimuDy(IterativeMethod):
             self.lowrank = simulation_lowrank.LowRankMLPObjective(self.plan, self.objective, self.state0)
 
     def _input_span(self, s: Any, params0: dict, paramsf: dict) -> InputSpan | None:
-        if s.input_span is False:
+        if s.input_span == "off":
             return None
-        if s.input_span and not input_span.applies(self.model, self.recipe):
-            raise RecipeError("input_span needs a first layer that is linear on the input (mlp) "
-                              "and a recipe without weight decay")
-        basis = input_span.input_span_basis(self.model, self.recipe, params0, paramsf)
+        problems = self.setting_problems(self.recipe, s)
+        if problems:
+            raise RecipeError(problems[0])
+        basis = span_rules.input_span_basis(self.model, self.recipe, params0, paramsf)
+        if basis is None and s.input_span == "on":
+            raise RecipeError("input_span 'on': the first layer's weight change shows no clear rank "
+                              "below full (a first layer narrower than the training images are many, "
+                              "or weight decay the recipe leaves out); use 'auto' or 'off'")
         return InputSpan(basis.to(self.device)) if basis is not None else None
+
+    @classmethod
+    def setting_problems(cls, recipe: Recipe, settings: JobSettings) -> list[str]:
+        if getattr(settings, "input_span", "auto") != "on":
+            return []
+        with torch.device("meta"):
+            model = model_for_recipe(recipe)
+        if span_rules.applies(model, recipe):
+            return []
+        return ["input_span 'on' needs a first layer that is linear on the input (mlp) and a recipe "
+                "without weight decay or augmentation; use 'auto' or 'off'"]
 
     @classmethod
     def trial_settings(cls, full: JobSettings, trial: JobSettings, recipe: Recipe) -> JobSettings:
@@ -214,13 +232,20 @@ class SimuDy(IterativeMethod):
     def method_state(self) -> dict[str, Any]:
         return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),
                 "optimizer": to_cpu(self.optimizer.state_dict()),
-                "scheduler": self.scheduler.state_dict(), "simulated_lr": self.simulated_lr}
+                "scheduler": self.scheduler.state_dict(), "simulated_lr": self.simulated_lr,
+                "input_span_rank": self.span.rank if self.span else None}
 
     def load_method_state(self, state: dict[str, Any]) -> None:
         if tuple(state["images"].shape) != tuple(self.images.shape):
             raise RecipeError("reconstruction state does not match num_images / image_shape")
         with torch.no_grad():
             self.images.copy_(state["images"].to(self.device))
+        if "input_span_rank" not in state:
+            self.span = None  # saved before the input span existed: it ran with free images
+        elif state["input_span_rank"] != (self.span.rank if self.span else None):
+            raise RecipeError(f"reconstruction state was saved with input span rank "
+                              f"{state['input_span_rank']}, these weights give "
+                              f"{self.span.rank if self.span else None}")
         self.labels = state["labels"].to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

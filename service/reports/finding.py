@@ -34,8 +34,9 @@ def span_sentence(summary: dict[str, Any] | None) -> str:
     rank = (summary or {}).get("input_span_rank")
     if not rank:
         return ""
-    return (f" The first layer's weight change has rank {rank}: the network was trained on {rank} "
-            "linearly independent images, and the reconstructions were kept in the space they span.")
+    return (f" The first layer's weight change has rank {rank}: the network was trained on at least "
+            f"{rank} linearly independent images, and the reconstructions were kept in the space "
+            "they span.")
 
 
 def finding_for(*, status: str, metrics: dict[str, Any] | None,

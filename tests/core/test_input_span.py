@@ -8,10 +8,11 @@ import torch
 
 from core.architectures import model_for_recipe
 from core.errors import RecipeError
-from core.input_span import InputSpan, input_span_basis
+from core.input_span import InputSpan, applies, input_span_basis, span_rank
+from core.methods.simudy import SimuDy
 from core.sgd_step import split_state_dict
 
-from tests.core.conftest import make_recipe, make_simudy, trained_pair
+from tests.core.conftest import make_recipe, make_simudy, simudy_settings, trained_pair
 
 
 def basis_for(recipe, theta0, thetaf):
@@ -38,25 +39,58 @@ def test_the_training_images_lie_in_the_span_and_its_rank_counts_them(overrides)
     assert span.project(noise).norm() < 0.5 * noise.norm()
 
 
-def test_weight_decay_or_a_convolutional_first_layer_leaves_no_span():
+def test_weight_decay_augmentation_a_narrow_first_layer_or_a_convolution_leave_no_span():
     decayed = make_recipe(optimizer={"lr": 0.05, "weight_decay": 0.01})
     assert basis_for(decayed, *trained_pair(decayed)[:2]) is None
     conv = make_recipe(architecture="convnet", arch_options={"width": 4})
     assert basis_for(conv, *trained_pair(conv)[:2]) is None
-    with pytest.raises(RecipeError, match="input_span needs"):
-        make_simudy(decayed, *trained_pair(decayed)[:2], input_span=True)
+    assert not applies(model_for_recipe(make_recipe(augment=True)), make_recipe(augment=True))
+    # 8 hidden units, 20 images: the change (8 x 192) has full rank 8 and no cut, and the
+    # images do not lie in its row space
+    narrow = make_recipe(arch_options={"hidden": [8, 16]})
+    theta0, thetaf, x, _ = trained_pair(narrow, n=20)
+    assert basis_for(narrow, theta0, thetaf) is None
+    with pytest.raises(RecipeError, match="no clear rank"):
+        make_simudy(narrow, theta0, thetaf, num_images=20, input_span="on")
+    with pytest.raises(RecipeError, match="input_span 'on' needs"):
+        make_simudy(decayed, *trained_pair(decayed)[:2], input_span="on")
+    assert SimuDy.setting_problems(decayed, simudy_settings(input_span="on"))
+    assert not SimuDy.setting_problems(decayed, simudy_settings())
 
 
-def test_simudy_keeps_its_images_in_the_span_by_default(mlp_case):
+def test_the_rank_is_read_at_the_largest_drop_of_the_singular_values():
+    assert span_rank(torch.tensor([5.0, 1.0, 0.2, 1e-6, 1e-7], dtype=torch.float64)) == 3
+    assert span_rank(torch.tensor([5.0, 1.0, 0.2, 0.0], dtype=torch.float64)) == 3
+    assert span_rank(torch.tensor([5.0, 1.0, 0.2, 0.05], dtype=torch.float64)) is None  # no cut
+    assert span_rank(torch.zeros(4, dtype=torch.float64)) is None
+
+
+def test_simudy_keeps_its_images_and_adam_moments_in_the_span_by_default(mlp_case):
     recipe, theta0, thetaf, x, _ = mlp_case
     method = make_simudy(recipe, theta0, thetaf, iterations=4)
     method.run()
-    images = method.images.detach()
+    images = method.images.detach().cpu()
     span = InputSpan(basis_for(recipe, theta0, thetaf))
     assert torch.allclose(span.project(images), images, atol=1e-5)
+    moment = method.optimizer.state[method.images]["exp_avg"].cpu()  # the gradient was projected
+    assert torch.allclose(span.project(moment), moment, atol=1e-6 * moment.abs().max())
     assert method.result().summary["input_span_rank"] == 10
 
-    free = make_simudy(recipe, theta0, thetaf, iterations=4, input_span=False)
+    free = make_simudy(recipe, theta0, thetaf, iterations=4, input_span="off")
     free.run()
     assert free.result().summary["input_span_rank"] is None
-    assert (span.project(free.images.detach()) - free.images.detach()).norm() > 1.0
+    free_images = free.images.detach().cpu()
+    assert (span.project(free_images) - free_images).norm() > 1.0
+
+
+def test_a_state_saved_without_the_span_resumes_without_it(mlp_case):
+    recipe, theta0, thetaf, x, _ = mlp_case
+    free = make_simudy(recipe, theta0, thetaf, iterations=4, input_span="off")
+    free.run(until=2)
+    state = free.state_dict()
+    older = {k: v for k, v in state.items() if k != "input_span_rank"}
+    resumed = make_simudy(recipe, theta0, thetaf, iterations=4)  # auto: the span would be on
+    resumed.load_state_dict(older)
+    assert resumed.span is None
+    with pytest.raises(RecipeError, match="input span rank None"):
+        make_simudy(recipe, theta0, thetaf, iterations=4).load_state_dict(state)

@@ -88,6 +88,7 @@ def test_the_finding_says_what_was_recovered_and_what_that_means():
     assert "rank" not in unscored.detail and "rank" not in high.detail
     spanned = finding_for(status="succeeded", metrics=metrics, summary={"input_span_rank": 20})
     assert spanned.detail == ("Mean similarity over all 20 training images: 0.410. The first layer's "
-                              "weight change has rank 20: the network was trained on 20 linearly "
-                              "independent images, and the reconstructions were kept in the space they span.")
+                              "weight change has rank 20: the network was trained on at least 20 "
+                              "linearly independent images, and the reconstructions were kept in the "
+                              "space they span.")
     assert finding_for(status="failed", metrics=None, summary=None).level == "not-finished"
