@@ -173,7 +173,7 @@ class SimuDy(IterativeMethod):
 
     @classmethod
     def setting_problems(cls, recipe: Recipe, settings: JobSettings) -> list[str]:
-        if getattr(settings, "input_span", "auto") != "on":
+        if settings.input_span != "on":  # type: ignore[attr-defined]
             return []
         with torch.device("meta"):
             model = model_for_recipe(recipe)
@@ -181,6 +181,10 @@ class SimuDy(IterativeMethod):
             return []
         return ["input_span 'on' needs a first layer that is linear on the input (mlp) and a recipe "
                 "without weight decay or augmentation; use 'auto' or 'off'"]
+
+    @property
+    def input_span_rank(self) -> int | None:
+        return self.span.rank if self.span is not None else None
 
     @classmethod
     def trial_settings(cls, full: JobSettings, trial: JobSettings, recipe: Recipe) -> JobSettings:
@@ -233,7 +237,7 @@ class SimuDy(IterativeMethod):
         return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),
                 "optimizer": to_cpu(self.optimizer.state_dict()),
                 "scheduler": self.scheduler.state_dict(), "simulated_lr": self.simulated_lr,
-                "input_span_rank": self.span.rank if self.span else None}
+                "input_span_rank": self.input_span_rank}
 
     def load_method_state(self, state: dict[str, Any]) -> None:
         if tuple(state["images"].shape) != tuple(self.images.shape):
@@ -242,10 +246,9 @@ class SimuDy(IterativeMethod):
             self.images.copy_(state["images"].to(self.device))
         if "input_span_rank" not in state:
             self.span = None  # saved before the input span existed: it ran with free images
-        elif state["input_span_rank"] != (self.span.rank if self.span else None):
+        elif state["input_span_rank"] != self.input_span_rank:
             raise RecipeError(f"reconstruction state was saved with input span rank "
-                              f"{state['input_span_rank']}, these weights give "
-                              f"{self.span.rank if self.span else None}")
+                              f"{state['input_span_rank']}, these weights give {self.input_span_rank}")
         self.labels = state["labels"].to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -263,7 +266,7 @@ class SimuDy(IterativeMethod):
         normalized = self.images.detach().cpu()
         summary: dict[str, Any] = {"simulated_lr": self.simulated_lr,
                                    "simulated_steps": self.plan.num_steps, "ranking": None,
-                                   "input_span_rank": self.span.rank if self.span else None}
+                                   "input_span_rank": self.input_span_rank}
         arrays: dict[str, np.ndarray] = {}
         captions = None
         if self.settings.rank_by_gradient_norm:  # type: ignore[attr-defined]

@@ -71,4 +71,5 @@ def finding_for(*, status: str, metrics: dict[str, Any] | None,
         headline = f"None of the {n} training images was recovered above similarity {FAINT}."
         level = "none"
     detail = f"Mean similarity over all {n} training images: {mean:.3f}." if mean is not None else ""
-    return Finding(headline, (detail + span_sentence(summary)).strip(), CAVEAT_SCORED.format(clear=CLEAR, faint=FAINT), level)
+    return Finding(headline, (detail + span_sentence(summary)).strip(),
+                   CAVEAT_SCORED.format(clear=CLEAR, faint=FAINT), level)
