@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.nn as nn
@@ -20,6 +20,8 @@ from torch.func import functional_call
 from core.losses import training_loss
 from core.recipe import Recipe
 from core.types import Tensors
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -137,18 +139,31 @@ def training_step(model: nn.Module, state: TrainState, x: torch.Tensor, y: torch
         grads = clip_by_global_norm(grads, rule)
     new_params, new_momentum = {}, {}
     for name, g in zip(names, grads):
-        p = state.params[name]
-        # One fused op per term (torch.add with alpha): no scaled temporaries of parameter size
-        # and a shorter backward, which matters when the step is unrolled with a graph.
-        if sgd.weight_decay:
-            g = torch.add(g, p, alpha=sgd.weight_decay)
-        if sgd.momentum:
-            prev = state.momentum.get(name)
-            buf = g if prev is None else torch.add(g, prev, alpha=sgd.momentum)
+        new_params[name], buf = sgd_update(state.params[name], g, state.momentum.get(name), sgd)
+        if buf is not None:
             new_momentum[name] = buf
-            g = torch.add(g, buf, alpha=sgd.momentum) if sgd.nesterov else buf
-        new_params[name] = torch.add(p, g, alpha=-sgd.lr)
     return TrainState(new_params, new_momentum, buffers), loss.detach()
+
+
+def tensor_add(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.add(a, b, alpha=alpha)
+
+
+def sgd_update(p: T, g: T, prev: T | None, sgd: SGDConfig,
+               add: Callable[[T, T, float], T] = tensor_add) -> tuple[T, T | None]:  # type: ignore[assignment]
+    """torch.optim.SGD's rule for one parameter: weight decay, momentum (the buffer is the
+    gradient at the first step), nesterov, update. Returns (new parameter, new momentum buffer
+    or None without momentum). ``add(a, b, alpha)`` is ``a + alpha * b``: torch.add (one fused
+    op per term, no scaled temporaries of parameter size and a shorter backward when the step
+    is unrolled with a graph), or another linear representation's own (the low-rank engine's
+    first layer)."""
+    if sgd.weight_decay:
+        g = add(g, p, sgd.weight_decay)
+    buf = None
+    if sgd.momentum:
+        buf = g if prev is None else add(g, prev, sgd.momentum)
+        g = add(g, buf, sgd.momentum) if sgd.nesterov else buf
+    return add(p, g, -sgd.lr), buf
 
 
 def batch_slices(n: int, batch_size: int) -> list[slice]:

@@ -1,33 +1,38 @@
-"""Exact low-rank form of the unrolled simulation for a ReLU MLP trained by plain SGD.
+"""Exact low-rank form of the unrolled simulation for a ReLU MLP trained by SGD.
 
 Why: in the generic engine every unrolled step multiplies by the first layer's (h1 x d) weight,
 d = 3072 for CIFAR: three quarters of the flops and of the memory (one saved copy of W1 per
-step). But SGD only ever adds outer products to W1: the step on batch b adds
-``-lr * s * delta1_b^T x_b`` (delta1: the gradient at the first layer's output, s: the clip
-scale). So ``W1_t = W1_0 - lr * E_t^T X`` with E (N x h1) the per-image sum of those deltas,
-and everything the simulation needs from W1 comes from three products of the images taken once
-per image update:
+step). But SGD only ever combines W1_0 with outer products: the gradient on batch b is
+``s * delta1_b^T x_b`` (delta1: the gradient at the first layer's output, s: the clip scale),
+and weight decay, momentum and nesterov only add scaled copies of the weight and of earlier
+gradients. So W1 and its momentum buffer stay of the form ``c * W1_0 + A^T X`` (c a number
+known in advance, 1 without weight decay; A an N x h1 matrix), and everything the simulation
+needs from W1 comes from three products of the images taken once per image update:
 
     K = X X^T (N x N),   P = X W1_0^T (N x h1),   Q = X (W1_0 - W1_f)^T (N x h1)
 
-    first-layer pre-activation at step t:  P[b] + b1_t - lr * K[b] E_t
+    first-layer pre-activation at step t:  c_t P[b] + b1_t + K[b] A_t
     ||gradient of W1 on batch b||^2:       sum((delta1 delta1^T) * K[b, b])
-    <W1_0 - W1_T, W1_0 - W1_f>:            lr * sum(E_T * Q)
-    ||W1_0 - W1_T||^2:                     lr^2 * sum((E_T E_T^T) * K)
+    <W1_0 - W1_T, W1_0 - W1_f>:            (1 - c) <W1_0, W1_0 - W1_f> - sum(A_T * Q)
+    ||W1_0 - W1_T||^2:                     (1 - c)^2 ||W1_0||^2 - 2 (1 - c) sum(A_T * P)
+                                           + sum((A_T A_T^T) * K)
 
 The later layers are small and stay dense. The inner gradients are written out by hand (the
-MLP's backward pass), so autograd differentiates once through the whole unrolled run instead of
+MLP's backward pass), and SGD's rule is core.sgd_step's own ``sgd_update`` applied to this
+representation, so autograd differentiates once through the whole unrolled run instead of
 twice through each step. Equal to the generic engine up to float rounding (tests compare the
 loss and the image gradient); chosen by ``Execution.fast_paths`` when ``supports`` says so.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from core.architectures.mlp import MLP
-from core.sgd_step import ClipRule, TrainState
+from core.sgd_step import ClipRule, TrainState, sgd_update, tensor_add
 from core.simulation import DisplacementObjective, ObjectiveValue, SimulationPlan, batched_tv
 
 
@@ -44,16 +49,36 @@ OUTPUT_GRADIENTS = {"cross_entropy": _cross_entropy_gradient, "logistic": _logis
 
 
 def supports(plan: SimulationPlan, state0: TrainState) -> bool:
-    """MLP (our own class, so its forward is known), plain SGD (no momentum, no weight decay),
+    """MLP (our own class, so its forward is known), SGD starting without momentum buffers,
     a loss whose output gradient is written out here, fp32, every parameter trained and
     nothing else in the state."""
-    sgd = plan.sgd
     model = plan.model
-    return (type(model) is MLP and plan.precision == "fp32" and sgd.loss in OUTPUT_GRADIENTS
-            and sgd.momentum == 0
-            and sgd.weight_decay == 0 and not state0.buffers and not state0.momentum
+    return (type(model) is MLP and plan.precision == "fp32" and plan.sgd.loss in OUTPUT_GRADIENTS
+            and not state0.buffers and not state0.momentum
             and set(state0.params) == {n for n, _ in model.named_parameters()}
             and all(v.dtype == torch.float32 for v in state0.params.values()))
+
+
+@dataclass(frozen=True)
+class ImageSpanned:
+    """``coef * W1_0 + rows^T X``: the first layer's weight, gradient or momentum buffer
+    without forming it (``rows``: N x h1, None for zero)."""
+
+    coef: float
+    rows: torch.Tensor | None
+
+    def plus(self, other: "ImageSpanned", alpha: float) -> "ImageSpanned":
+        if other.rows is None:
+            rows = self.rows
+        elif self.rows is None:
+            rows = other.rows * alpha
+        else:
+            rows = torch.add(self.rows, other.rows, alpha=alpha)
+        return ImageSpanned(self.coef + alpha * other.coef, rows)
+
+
+def _add(a, b, alpha: float):
+    return a.plus(b, alpha) if isinstance(a, ImageSpanned) else tensor_add(a, b, alpha)
 
 
 class LowRankMLPObjective:
@@ -62,34 +87,42 @@ class LowRankMLPObjective:
     def __init__(self, plan: SimulationPlan, objective: DisplacementObjective, state0: TrainState):
         self.plan = plan
         self.objective = objective
-        self.lr = plan.sgd.lr
-        layers = plan.model.layers
-        self.num_layers = len(layers)
+        self.sgd = plan.sgd
+        self.num_layers = len(plan.model.layers)
         p0 = state0.params
-        self.weights0 = [p0[f"layers.{i}.weight"].detach() for i in range(self.num_layers)]
-        self.biases0 = [p0.get(f"layers.{i}.bias") for i in range(self.num_layers)]
-        self.biases0 = [None if b is None else b.detach() for b in self.biases0]
-        w1, t1 = self.weights0[0], objective.target["layers.0.weight"]
+        self.names = [[f"layers.{i}.weight", f"layers.{i}.bias"] for i in range(self.num_layers)]
+        self.names = [[n for n in pair if n in p0] for pair in self.names]
+        self.state0 = {k: v.detach() for k, v in p0.items()}
+        w1, t1 = self.state0["layers.0.weight"], objective.target["layers.0.weight"]
         self.h1 = w1.shape[0]
         self.first = torch.cat([w1, t1], 0)  # one product gives P and Q
+        # Only weight decay moves c away from 1; these constants then enter the cosine.
+        self.w1_dot_target = (w1 * t1).sum()
+        self.w1_sq = (w1 * w1).sum()
         # Every parameter but W1, in the objective's order, for the dense part of the cosine.
         self.dense_names = [k for k in objective.target if k != "layers.0.weight"]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, clips: tuple[ClipRule, ...]) -> ObjectiveValue:
-        plan, lr, L = self.plan, self.lr, self.num_layers
+        plan, sgd, L = self.plan, self.sgd, self.num_layers
         tv = batched_tv(x, plan.batches)
         X = x.flatten(1)
         K = X @ X.T
         PQ = X @ self.first.T
         P, Q = PQ[:, :self.h1], PQ[:, self.h1:]
-        E = None  # per-image sum of clip-scaled first-layer deltas; None while zero
-        weights = list(self.weights0)  # weights[0] is never used (implicit)
-        biases = list(self.biases0)
-        output_gradient = OUTPUT_GRADIENTS[plan.sgd.loss]
+        params: dict = {k: v for k, v in self.state0.items()}
+        params["layers.0.weight"] = ImageSpanned(1.0, None)
+        momentum: dict = {}
+        output_gradient = OUTPUT_GRADIENTS[sgd.loss]
+        plain = not sgd.momentum and not sgd.weight_decay  # the gradient is the step's direction
         for step in range(plan.num_steps):
             b = plan.step_batch(step)
+            w1 = params["layers.0.weight"]
+            weights = [params[names[0]] for names in self.names]
+            biases = [params[names[1]] if len(names) > 1 else None for names in self.names]
             # forward
-            z = P[b] if E is None else P[b] - lr * (K[b] @ E)
+            z = P[b] if w1.coef == 1.0 else P[b] * w1.coef
+            if w1.rows is not None:
+                z = z + K[b] @ w1.rows
             if biases[0] is not None:
                 z = z + biases[0]
             zs, hs = [z], []
@@ -108,20 +141,26 @@ class LowRankMLPObjective:
             for i in range(L - 1, 0, -1):
                 delta = torch.where(zs[i - 1] > 0, delta @ weights[i], 0.0)
                 deltas[i - 1] = delta
-            grads_b = [d.sum(0) if bias is not None else None for d, bias in zip(deltas, biases)]
-            scale = self._clip_scale(deltas, [K[b, b]] + [h @ h.T for h in hs], grads_b, clips)
-            # SGD update; the weight's outer product is fused into one addmm (no full-size temporaries)
-            d1 = deltas[0] if scale is None else deltas[0] * scale
+            scale = self._clip_scale(deltas, [K[b, b]] + [h @ h.T for h in hs],
+                                     [d.sum(0) if bias is not None else None for d, bias in zip(deltas, biases)],
+                                     clips)
+            if scale is not None:
+                deltas = [d * scale for d in deltas]
+            # the gradients, then SGD's rule on each parameter
             rows = torch.arange(b.start, b.stop, device=x.device)
-            E = (torch.zeros_like(P) if E is None else E).index_add(0, rows, d1)
+            grads = {"layers.0.weight": ImageSpanned(0.0, torch.zeros_like(P).index_add(0, rows, deltas[0]))}
             for i in range(L):
-                if i > 0:
-                    d = deltas[i] if scale is None else deltas[i] * scale
-                    weights[i] = torch.addmm(weights[i], d.T, hs[i - 1], alpha=-lr)
-                if grads_b[i] is not None:
-                    g_b = grads_b[i] if scale is None else grads_b[i] * scale
-                    biases[i] = biases[i] - lr * g_b
-        cos = self._cosine(E, K, Q, weights, biases)
+                if i > 0 and plain:  # the outer product fused into one addmm: no full-size temporary
+                    params[self.names[i][0]] = torch.addmm(weights[i], deltas[i].T, hs[i - 1], alpha=-sgd.lr)
+                elif i > 0:
+                    grads[self.names[i][0]] = deltas[i].T @ hs[i - 1]
+                if biases[i] is not None:
+                    grads[self.names[i][1]] = deltas[i].sum(0)
+            for name, g in grads.items():
+                params[name], buf = sgd_update(params[name], g, momentum.get(name), sgd, _add)
+                if buf is not None:
+                    momentum[name] = buf
+        cos = self._cosine(params, K, P, Q)
         loss = 1 - cos + self.objective.tv_weight * tv
         loss.backward(inputs=[x])
         return ObjectiveValue(loss.detach(), cos.detach(), tv.detach())
@@ -147,19 +186,20 @@ class LowRankMLPObjective:
                 scale = factor if scale is None else scale * factor
         return scale
 
-    def _cosine(self, E, K, Q, weights, biases) -> torch.Tensor:
-        obj, lr = self.objective, self.lr
-        params = {}
-        for i in range(self.num_layers):
-            if i > 0:
-                params[f"layers.{i}.weight"] = weights[i]
-            if biases[i] is not None:
-                params[f"layers.{i}.bias"] = biases[i]
+    def _cosine(self, params: dict, K: torch.Tensor, P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+        obj = self.objective
+        w1 = params["layers.0.weight"]  # W1_0 - W1_T = (1 - c) W1_0 - A^T X
+        shrink = 1.0 - w1.coef
         dot = torch.zeros((), device=K.device, dtype=K.dtype)
         sq = torch.zeros_like(dot)
-        if E is not None:
-            dot = dot + lr * (E * Q).sum()
-            sq = sq + lr * lr * ((E @ E.T) * K).sum()
+        if shrink != 0.0:
+            dot = dot + shrink * self.w1_dot_target
+            sq = sq + shrink * shrink * self.w1_sq
+        if w1.rows is not None:
+            dot = dot - (w1.rows * Q).sum()
+            sq = sq + ((w1.rows @ w1.rows.T) * K).sum()
+            if shrink != 0.0:
+                sq = sq - 2.0 * shrink * (w1.rows * P).sum()
         for k in self.dense_names:
             d = obj.theta0[k] - params[k]
             dot = dot + (d * obj.target[k]).sum()

@@ -28,6 +28,12 @@ MLP_CASES = {
     "bias-none-one-hidden": dict(arch_options={"hidden": [16], "bias": "none"}),
     "recipe-clipping-last-batch-smaller": dict(clip_grad_norm=0.5, batch_size=3),
     "logistic-one-output": dict(num_classes=2, loss="logistic"),
+    "momentum": dict(optimizer={"lr": 0.05, "momentum": 0.9}),
+    "nesterov-weight-decay": dict(optimizer={"lr": 0.05, "momentum": 0.9, "nesterov": True,
+                                             "weight_decay": 5e-3}),
+    "weight-decay-bias-all-clipping": dict(arch_options={"hidden": [16, 12], "bias": "all"},
+                                           optimizer={"lr": 0.1, "weight_decay": 0.05},
+                                           clip_grad_norm=0.5, batch_size=3),
 }
 CLIPS = {"no-clip": (), "clip-fires": (ClipRule(0.3, 0.2),), "clip-never-fires": (ClipRule(1e6, 5.0),)}
 
@@ -66,9 +72,9 @@ def test_low_rank_path_is_chosen_only_where_it_applies(mlp_case):
     assert make_simudy(recipe, theta0, thetaf, execution=Execution(device=DEV.type, fast_paths=False)).lowrank is None
     assert make_simudy(recipe, theta0, thetaf, gradient="truncated").lowrank is None
     assert make_simudy(recipe, theta0, thetaf, precision="bf16").lowrank is None
-    momentum = make_recipe(optimizer={"lr": 0.05, "momentum": 0.9})
+    momentum = make_recipe(optimizer={"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4})
     t0, tf, _, _ = trained_pair(momentum)
-    assert make_simudy(momentum, t0, tf).lowrank is None
+    assert make_simudy(momentum, t0, tf).lowrank is not None
     conv = make_recipe(architecture="convnet", arch_options={"width": 4})
     t0, tf, _, _ = trained_pair(conv)
     assert make_simudy(conv, t0, tf).lowrank is None

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from core.architectures import model_for_recipe
-from core.sgd_step import ClipRule, SGDConfig, TrainState, batch_slices, set_model_mode, split_state_dict
-from core.simulation import DisplacementObjective, SimulationPlan, objective_and_image_grad, simulate
+from core.sgd_step import (ClipRule, SGDConfig, TrainState, batch_slices, set_model_mode, split_state_dict,
+                           training_step)
+from core.simulation import (DisplacementObjective, SimulationPlan, leaf_state, objective_and_image_grad,
+                             simulate)
 
 from .conftest import TEST_DEVICE, make_recipe, trained_pair
 
@@ -55,6 +57,32 @@ def test_simulation_with_true_images_reproduces_thetaf(case):
         torch.testing.assert_close(value.detach().cpu(), thetaf[name], rtol=1e-5, atol=1e-6, msg=name)
         changed |= not torch.equal(thetaf[name], theta0[name])
     assert changed, "training did not move the parameters"
+
+
+@pytest.mark.parametrize("case", ["mlp-bias-all-momentum", "mlp-weight-decay-nesterov", "mlp-recipe-clipping"])
+def test_training_steps_equal_torch_optim_sgd(case):
+    """The one SGD rule (core.sgd_step.sgd_update, shared by training, simulation and the
+    low-rank engine) against torch's own optimiser, clipping by torch's clip_grad_norm_."""
+    recipe = make_recipe(**CASES[case])
+    theta0, _, x, y = trained_pair(recipe)
+    model = set_model_mode(model_for_recipe(recipe), recipe)
+    model.load_state_dict(theta0)
+    o = recipe.optimizer
+    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                                weight_decay=o.weight_decay, nesterov=o.nesterov)
+    params, buffers = split_state_dict(model, {k: v.clone() for k, v in theta0.items()})
+    state = TrainState(params, {}, buffers)
+    clips = (ClipRule(recipe.clip_grad_norm, recipe.clip_grad_norm),) if recipe.clip_grad_norm else ()
+    for b in batch_slices(len(x), recipe.batch_size) * 2:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[b]), y[b]).backward()
+        if recipe.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
+        optimizer.step()
+        state, _ = training_step(model, leaf_state(state), x[b], y[b], SGDConfig.from_recipe(recipe),
+                                 clips=clips)
+    for name, value in model.named_parameters():
+        torch.testing.assert_close(state.params[name].detach(), value.detach(), rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_simulation_is_differentiable_in_the_images(mlp_case):
