@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.cases import get_case, public_names
 from bench.prepare import DEFAULT_CACHE
+from bench.profile import PROFILE_KINDS
 from bench.provenance import REPO
 from core.errors import SimudyError
 
@@ -30,8 +31,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="theta0/thetaf cache (default bench/cache)")
     p.add_argument("--profile-limit", type=float, default=60.0,
                    help="profile: skip configurations predicted to take longer (seconds)")
-    p.add_argument("--profile-kind", choices=["resnet18", "mlp"], default="resnet18",
-                   help="profile: ResNet-18 against N and epochs, or the MLP engines against steps")
+    p.add_argument("--profile-kind", choices=list(PROFILE_KINDS), default="resnet18",
+                   help="profile: ResNet-18 against N and epochs, or the MLP engines against steps "
+                        "(mlp-momentum: on a recipe with momentum and weight decay)")
     g = p.add_argument_group("side-by-side (the authors' code and simudy, alternating)")
     g.add_argument("--authors", type=Path, help="a checkout of github.com/BlueBlood6/SimuDy")
     g.add_argument("--case", nargs="+", default=["mlp-20"], help="MLP cases (default mlp-20)")

@@ -2,7 +2,8 @@
 unrolled steps (simulated epochs), every variant as a ratio to the first one measured in the
 same run. ``resnet18`` (the default): plain fp32, checkpoint_segments (and bf16 on a GPU).
 ``mlp``: the MLP 3072-1000-1000-10 with the generic engine (today's path, the reference), with
-checkpointing, the exact low-rank engine, and the two approximate gradients. Each
+checkpointing, the exact low-rank engine, and the two approximate gradients; ``mlp-momentum``:
+the exact engines on the same MLP trained with momentum and weight decay. Each
 configuration runs in a fresh process; those predicted to take longer than ``limit`` seconds
 are skipped and listed."""
 
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -51,12 +52,23 @@ def mlp_variants() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
             "per_step": ({}, {"gradient": "per_step"})}
 
 
-def _plan(kind: str, device: torch.device):
-    """(recipe, grid of (N, epochs), {variant: (execution, settings)}, model description)."""
-    if kind == "mlp":
-        return mlp_recipe(), list(MLP_GRID), mlp_variants(), "MLP 3072-1000-1000-10"
-    grid = sorted(((n, e) for n in NUM_IMAGES for e in EPOCHS), key=lambda c: c[0] * c[1])
-    return finetune_recipe(), grid, {k: (v, {}) for k, v in variants(device).items()}, "ResNet-18"
+def momentum_mlp_variants() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """The exact engines only: generic (the reference) and low-rank, on a momentum recipe."""
+    v = mlp_variants()
+    return {k: v[k] for k in ("generic", f"generic+ckpt{SEGMENT}", "low-rank")}
+
+
+# What each profile kind measures: (recipe, grid of (N, epochs), variants, model description).
+PROFILE_KINDS: dict[str, Callable[[torch.device], tuple[dict, list, dict, str]]] = {
+    "resnet18": lambda device: (
+        finetune_recipe(), sorted(((n, e) for n in NUM_IMAGES for e in EPOCHS), key=lambda c: c[0] * c[1]),
+        {k: (v, {}) for k, v in variants(device).items()}, "ResNet-18"),
+    "mlp": lambda device: (mlp_recipe(), list(MLP_GRID), mlp_variants(), "MLP 3072-1000-1000-10"),
+    "mlp-momentum": lambda device: (
+        {**mlp_recipe(), "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}},
+        list(MLP_GRID), momentum_mlp_variants(),
+        "MLP 3072-1000-1000-10 trained by SGD with momentum 0.9 and weight decay 5e-4"),
+}
 
 
 def run_profile(args, device: torch.device, *, deadline: float | None = None) -> Path | None:
@@ -64,7 +76,7 @@ def run_profile(args, device: torch.device, *, deadline: float | None = None) ->
     measured again in full next time: each configuration takes a fresh process anyway)."""
     started = provenance(device)
     kind = getattr(args, "profile_kind", "resnet18")
-    recipe, grid, plan_variants, model_name = _plan(kind, device)
+    recipe, grid, plan_variants, model_name = PROFILE_KINDS[kind](device)
     warmup, timed = 1, (2 if device.type == "cpu" else 3)
     unit = None  # seconds per image-step (N x epochs), updated from each measurement
     rows, skipped = [], []

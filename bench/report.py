@@ -152,7 +152,7 @@ def profile_table(p: dict) -> list[str]:
                 "form (one step per segment; every boundary state is kept, which for an MLP is as big "
                 "as the graph it saves), low-rank = the exact low-rank MLP engine (the default for MLPs), "
                 "truncated5 / per_step = the approximate gradients (generic engine, exact loss).", ""]
-               if p.get("kind") == "mlp" else []),
+               if str(p.get("kind")).startswith("mlp") else []),
              "| N | epochs | steps | variant | s/iter | time ratio | peak mem | mem ratio | working-set ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
