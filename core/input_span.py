@@ -11,12 +11,18 @@ inside that subspace: noise outside it is never seen by the first layer's update
 displacement loss barely pushes it out, and it only blurs the images. Measured in BENCHMARKS.md
 (``simudy bench quality``, variants ``input-span`` and ``no-input-span``).
 
-When it cannot be trusted, it is not used: weight decay (it adds a multiple of W1_0, which is
-full rank), augmentation (the span holds the augmented copies), and any change whose singular
-values show no clear cut below full rank. Float training leaves the singular values past the
-last image near 1e-6 of the largest, a drop of several orders of magnitude (tested); a first
-layer narrower than the number of images, or weight decay the recipe left out, gives a change
-of full rank with no such drop, and the span is then off.
+Weight decay (declared in the recipe) shrinks W1_0 by a factor known in advance: the change is
+then ``W1_f - c W1_0 = G X^T`` with ``c`` what SGD's rule (``sgd_update``, momentum included)
+makes of W1_0 alone over the real training's steps. Those steps depend on the number of
+training images through the batches per epoch; every count up to the dummy set's size is
+tried and the clearest cut wins.
+
+When it cannot be trusted, it is not used: augmentation (the span holds the augmented copies),
+and any change whose singular values show no clear cut below full rank. Float training leaves
+the singular values past the last image near 1e-6 of the largest, a drop of several orders of
+magnitude (tested); a first layer narrower than the number of images, or weight decay the
+recipe left out (or got wrong), gives a change of full rank with no such drop, and the span is
+then off.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from core.recipe import Recipe
+from core.sgd_step import SGDConfig, sgd_update
 
 # The cut must fall where consecutive singular values drop by at least this factor: far above
 # the spread of real images' contributions, far below fp32 training's rounding floor.
@@ -42,35 +49,61 @@ def input_weight_name(model: nn.Module) -> str | None:
 def applies(model: nn.Module, recipe: Recipe) -> bool:
     """Whether the recipe's training keeps the first layer's change in the span of its inputs
     (whether the change also shows the span is for ``input_span_basis`` to see)."""
-    return (input_weight_name(model) is not None and recipe.optimizer.weight_decay == 0
-            and not recipe.augment)
+    return input_weight_name(model) is not None and not recipe.augment
 
 
-def span_rank(singular: torch.Tensor) -> int | None:
-    """The rank at which descending singular values drop by ``SPECTRAL_GAP`` or more (the
-    largest such drop), or None: no clear cut below full rank."""
+def spectral_cut(singular: torch.Tensor) -> tuple[int, float] | None:
+    """(rank, drop) at the largest drop between consecutive descending singular values."""
     if singular.numel() < 2 or singular[0] <= 0:
         return None
     tiny = torch.finfo(singular.dtype).tiny
     drops = singular[:-1] / singular[1:].clamp_min(tiny)
     cut = int(torch.argmax(drops))
-    return cut + 1 if drops[cut] >= SPECTRAL_GAP else None
+    return cut + 1, float(drops[cut])
+
+
+def span_rank(singular: torch.Tensor) -> int | None:
+    """The rank at which descending singular values drop by ``SPECTRAL_GAP`` or more (the
+    largest such drop), or None: no clear cut below full rank."""
+    cut = spectral_cut(singular)
+    return cut[0] if cut is not None and cut[1] >= SPECTRAL_GAP else None
+
+
+def initial_weight_shares(recipe: Recipe, max_images: int) -> list[float]:
+    """The multiples of W1_0 left in W1 after the real training, one per possible number of
+    steps (training sets of 1 .. ``max_images`` images): 1.0 alone without weight decay. The
+    multiple follows SGD's rule with a zero data gradient (everything in it is linear)."""
+    sgd = SGDConfig.from_recipe(recipe)
+    if not sgd.weight_decay:
+        return [1.0]
+    steps = sorted({recipe.epochs * math.ceil(n / recipe.batch_size) for n in range(1, max_images + 1)})
+    shares, coef, buf = [], 1.0, None
+    for step in range(1, steps[-1] + 1):
+        coef, buf = sgd_update(coef, 0.0, buf, sgd, lambda a, b, alpha: a + alpha * b)
+        if step in steps:
+            shares.append(coef)
+    return shares
 
 
 def input_span_basis(model: nn.Module, recipe: Recipe, params0: dict[str, torch.Tensor],
-                     paramsf: dict[str, torch.Tensor]) -> torch.Tensor | None:
+                     paramsf: dict[str, torch.Tensor], max_images: int) -> torch.Tensor | None:
     """Orthonormal rows (r, d) spanning the row space of the first layer's change, in the
     model's (normalised, flattened) input space, on the CPU; None where the span does not apply,
-    is not clear, or would not constrain anything (r = d)."""
+    is not clear, or would not constrain anything (r = d). ``max_images``: the most training
+    images there can have been (the dummy set's size)."""
     name = input_weight_name(model)
     if not applies(model, recipe) or name not in params0:
         return None
-    change = paramsf[name].detach().cpu().double() - params0[name].detach().cpu().double()
-    _, singular, vh = torch.linalg.svd(change, full_matrices=False)
-    rank = span_rank(singular)
-    if rank is None or rank >= math.prod(recipe.image_shape):
+    w0, wf = params0[name].detach().cpu().double(), paramsf[name].detach().cpu().double()
+    best = None  # (drop, rank, share)
+    for share in initial_weight_shares(recipe, max_images):
+        cut = spectral_cut(torch.linalg.svdvals(wf - share * w0))
+        if cut is not None and (best is None or cut[1] > best[0]):
+            best = (cut[1], cut[0], share)
+    if best is None or best[0] < SPECTRAL_GAP or best[1] >= math.prod(recipe.image_shape):
         return None
-    return vh[:rank].to(params0[name].dtype)
+    _, _, vh = torch.linalg.svd(wf - best[2] * w0, full_matrices=False)
+    return vh[:best[1]].to(params0[name].dtype)
 
 
 class InputSpan:

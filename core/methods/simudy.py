@@ -164,11 +164,11 @@ class SimuDy(IterativeMethod):
         problems = self.setting_problems(self.recipe, s)
         if problems:
             raise RecipeError(problems[0])
-        basis = span_rules.input_span_basis(self.model, self.recipe, params0, paramsf)
+        basis = span_rules.input_span_basis(self.model, self.recipe, params0, paramsf, s.num_images)
         if basis is None and s.input_span == "on":
             raise RecipeError("input_span 'on': the first layer's weight change shows no clear rank "
                               "below full (a first layer narrower than the training images are many, "
-                              "or weight decay the recipe leaves out); use 'auto' or 'off'")
+                              "or weight decay the recipe leaves out or states wrongly); use 'auto' or 'off'")
         return InputSpan(basis.to(self.device)) if basis is not None else None
 
     @classmethod
@@ -180,7 +180,7 @@ class SimuDy(IterativeMethod):
         if span_rules.applies(model, recipe):
             return []
         return ["input_span 'on' needs a first layer that is linear on the input (mlp) and a recipe "
-                "without weight decay or augmentation; use 'auto' or 'off'"]
+                "without augmentation; use 'auto' or 'off'"]
 
     @property
     def input_span_rank(self) -> int | None:

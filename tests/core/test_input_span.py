@@ -15,23 +15,28 @@ from core.sgd_step import split_state_dict
 from tests.core.conftest import make_recipe, make_simudy, simudy_settings, trained_pair
 
 
-def basis_for(recipe, theta0, thetaf):
+def basis_for(recipe, theta0, thetaf, max_images=10):
     model = model_for_recipe(recipe)
     params0, _ = split_state_dict(model, theta0)
     paramsf, _ = split_state_dict(model, thetaf)
-    return input_span_basis(model, recipe, params0, paramsf)
+    return input_span_basis(model, recipe, params0, paramsf, max_images)
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"optimizer": {"lr": 0.05, "momentum": 0.9, "nesterov": True}},
-    {"clip_grad_norm": 0.5, "batch_size": 3, "shuffle": True},
-    {"arch_options": {"hidden": [24], "bias": "all"}, "loss": "logistic", "num_classes": 2},
-], ids=["sgd", "nesterov", "clipped-minibatches", "logistic-all-biases"])
-def test_the_training_images_lie_in_the_span_and_its_rank_counts_them(overrides):
+@pytest.mark.parametrize("overrides,max_images", [
+    ({}, 10),
+    ({"optimizer": {"lr": 0.05, "momentum": 0.9, "nesterov": True}}, 10),
+    ({"clip_grad_norm": 0.5, "batch_size": 3, "shuffle": True}, 10),
+    ({"arch_options": {"hidden": [24], "bias": "all"}, "loss": "logistic", "num_classes": 2}, 10),
+    ({"optimizer": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}}, 10),
+    # weight decay, mini-batches and more dummy images than training images: the number of
+    # real steps is not known, and every candidate is tried
+    ({"optimizer": {"lr": 0.05, "weight_decay": 0.05}, "batch_size": 3}, 16),
+], ids=["sgd", "nesterov", "clipped-minibatches", "logistic-all-biases", "momentum-weight-decay",
+        "weight-decay-unknown-n"])
+def test_the_training_images_lie_in_the_span_and_its_rank_counts_them(overrides, max_images):
     recipe = make_recipe(**overrides)
     theta0, thetaf, x, _ = trained_pair(recipe, n=10)
-    basis = basis_for(recipe, theta0, thetaf)
+    basis = basis_for(recipe, theta0, thetaf, max_images)
     assert basis.shape == (10, 3 * 8 * 8)
     span = InputSpan(basis)
     assert torch.allclose(span.project(x), x, atol=1e-4 * x.abs().max())
@@ -39,9 +44,11 @@ def test_the_training_images_lie_in_the_span_and_its_rank_counts_them(overrides)
     assert span.project(noise).norm() < 0.5 * noise.norm()
 
 
-def test_weight_decay_augmentation_a_narrow_first_layer_or_a_convolution_leave_no_span():
+def test_undeclared_weight_decay_augmentation_a_narrow_first_layer_or_a_convolution_leave_no_span():
     decayed = make_recipe(optimizer={"lr": 0.05, "weight_decay": 0.01})
-    assert basis_for(decayed, *trained_pair(decayed)[:2]) is None
+    theta0, thetaf = trained_pair(decayed)[:2]
+    assert basis_for(decayed, theta0, thetaf) is not None
+    assert basis_for(make_recipe(), theta0, thetaf) is None  # the recipe leaves the decay out
     conv = make_recipe(architecture="convnet", arch_options={"width": 4})
     assert basis_for(conv, *trained_pair(conv)[:2]) is None
     assert not applies(model_for_recipe(make_recipe(augment=True)), make_recipe(augment=True))
@@ -52,10 +59,12 @@ def test_weight_decay_augmentation_a_narrow_first_layer_or_a_convolution_leave_n
     assert basis_for(narrow, theta0, thetaf) is None
     with pytest.raises(RecipeError, match="no clear rank"):
         make_simudy(narrow, theta0, thetaf, num_images=20, input_span="on")
+    augmented = make_recipe(augment=True)
     with pytest.raises(RecipeError, match="input_span 'on' needs"):
-        make_simudy(decayed, *trained_pair(decayed)[:2], input_span="on")
-    assert SimuDy.setting_problems(decayed, simudy_settings(input_span="on"))
-    assert not SimuDy.setting_problems(decayed, simudy_settings())
+        make_simudy(augmented, *trained_pair(augmented)[:2], input_span="on")
+    assert SimuDy.setting_problems(augmented, simudy_settings(input_span="on"))
+    assert not SimuDy.setting_problems(augmented, simudy_settings())
+    assert not SimuDy.setting_problems(decayed, simudy_settings(input_span="on"))
 
 
 def test_the_rank_is_read_at_the_largest_drop_of_the_singular_values():
