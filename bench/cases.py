@@ -17,9 +17,11 @@ PAPER_COST_4090 = {20: (4.3, 1.06), 50: (10.5, 6.1), 100: (19.0, 13.7), 120: (22
 
 
 def mlp_recipe(image_shape=(3, 32, 32), hidden=(1000, 1000), num_classes=10,
-               loss: str = "cross_entropy") -> dict[str, Any]:
+               loss: str = "cross_entropy", momentum: float = 0.0, weight_decay: float = 0.0) -> dict[str, Any]:
+    optimizer = {"name": "sgd", "lr": 0.01, **({"momentum": momentum} if momentum else {}),
+                 **({"weight_decay": weight_decay} if weight_decay else {})}
     return {"architecture": "mlp", "arch_options": {"hidden": list(hidden)}, "num_classes": num_classes,
-            "image_shape": list(image_shape), "optimizer": {"name": "sgd", "lr": 0.01},
+            "image_shape": list(image_shape), "optimizer": optimizer,
             "epochs": 20, "batch_size": 20, "shuffle": False, "model_mode": "eval", "loss": loss}
 
 
@@ -128,6 +130,10 @@ register(Case("mlp-20-offset2", "MLP 3072-1000-1000-10 from scratch, images 2-3 
 register(Case("mlp-20-cifar100", "MLP 3072-1000-1000-20 from scratch, CIFAR-100: the first image "
               "of 20 fine classes (0, 5, ..., 95)", mlp_recipe(num_classes=20), per_class=1,
               classes=tuple(range(0, 100, 5)), data_file="cifar100_train.npz", cpu_iterations=500))
+# The common recipe rather than the paper's: SGD with momentum 0.9 and weight decay 5e-4.
+MOMENTUM_MLP = mlp_recipe(momentum=0.9, weight_decay=5e-4)
+register(Case("mlp-20-momentum-wd", "MLP 3072-1000-1000-10 from scratch, 2 images/class, SGD with "
+              "momentum 0.9 and weight decay 5e-4", MOMENTUM_MLP, per_class=2, cpu_iterations=500))
 # The paper's binary MLP: d-1000-1000-1, logistic loss (Haim et al.'s setting).
 BINARY = mlp_recipe(num_classes=2, loss="logistic")
 register(Case("binary-mlp-20", "MLP 3072-1000-1000-1 (logistic), vehicles vs animals, 10+10 images",

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from bench import memory
-from bench.cases import finetune_recipe, mlp_recipe
+from bench.cases import MOMENTUM_MLP, finetune_recipe, mlp_recipe
 from bench.provenance import device_slug, provenance, settled, shown_path
 from bench.runner import run_subprocess
 from core.errors import SimudyError
@@ -65,8 +65,7 @@ PROFILE_KINDS: dict[str, Callable[[torch.device], tuple[dict, list, dict, str]]]
         {k: (v, {}) for k, v in variants(device).items()}, "ResNet-18"),
     "mlp": lambda device: (mlp_recipe(), list(MLP_GRID), mlp_variants(), "MLP 3072-1000-1000-10"),
     "mlp-momentum": lambda device: (
-        {**mlp_recipe(), "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}},
-        list(MLP_GRID), momentum_mlp_variants(),
+        MOMENTUM_MLP, list(MLP_GRID), momentum_mlp_variants(),
         "MLP 3072-1000-1000-10 trained by SGD with momentum 0.9 and weight decay 5e-4"),
 }
 
