@@ -150,8 +150,9 @@ def profile_table(p: dict) -> list[str]:
              "at the same N and epochs.", "",
              *([f"Variants: generic = the generic engine (fast paths off), +ckpt1 = its checkpointed "
                 "form (one step per segment; every boundary state is kept, which for an MLP is as big "
-                "as the graph it saves), low-rank = the exact low-rank MLP engine (the default for MLPs), "
-                "truncated5 / per_step = the approximate gradients (generic engine, exact loss).", ""]
+                "as the graph it saves), low-rank = the exact low-rank MLP engine (the default for MLPs)"
+                + (", truncated5 / per_step = the approximate gradients (generic engine, exact loss)"
+                   if any(r["variant"] == "per_step" for r in p["rows"]) else "") + ".", ""]
                if str(p.get("kind")).startswith("mlp") else []),
              "| N | epochs | steps | variant | s/iter | time ratio | peak mem | mem ratio | working-set ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
