@@ -59,7 +59,7 @@ def supports(plan: SimulationPlan, state0: TrainState) -> bool:
             and all(v.dtype == torch.float32 for v in state0.params.values()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageSpanned:
     """``coef * W1_0 + rows^T X``: the first layer's weight, gradient or momentum buffer
     without forming it (``rows``: N x h1, None for zero)."""
@@ -89,10 +89,10 @@ class LowRankMLPObjective:
         self.objective = objective
         self.sgd = plan.sgd
         self.num_layers = len(plan.model.layers)
-        p0 = state0.params
-        self.names = [[f"layers.{i}.weight", f"layers.{i}.bias"] for i in range(self.num_layers)]
-        self.names = [[n for n in pair if n in p0] for pair in self.names]
-        self.state0 = {k: v.detach() for k, v in p0.items()}
+        self.state0 = {k: v.detach() for k, v in state0.params.items()}
+        self.weight_names = [f"layers.{i}.weight" for i in range(self.num_layers)]
+        self.bias_names = [f"layers.{i}.bias" if f"layers.{i}.bias" in self.state0 else None
+                           for i in range(self.num_layers)]
         w1, t1 = self.state0["layers.0.weight"], objective.target["layers.0.weight"]
         self.h1 = w1.shape[0]
         self.first = torch.cat([w1, t1], 0)  # one product gives P and Q
@@ -109,16 +109,15 @@ class LowRankMLPObjective:
         K = X @ X.T
         PQ = X @ self.first.T
         P, Q = PQ[:, :self.h1], PQ[:, self.h1:]
-        params: dict = {k: v for k, v in self.state0.items()}
-        params["layers.0.weight"] = ImageSpanned(1.0, None)
+        params: dict = {**self.state0, "layers.0.weight": ImageSpanned(1.0, None)}
         momentum: dict = {}
         output_gradient = OUTPUT_GRADIENTS[sgd.loss]
         plain = not sgd.momentum and not sgd.weight_decay  # the gradient is the step's direction
         for step in range(plan.num_steps):
             b = plan.step_batch(step)
             w1 = params["layers.0.weight"]
-            weights = [params[names[0]] for names in self.names]
-            biases = [params[names[1]] if len(names) > 1 else None for names in self.names]
+            weights = [params[n] for n in self.weight_names]
+            biases = [params[n] if n is not None else None for n in self.bias_names]
             # forward
             z = P[b] if w1.coef == 1.0 else P[b] * w1.coef
             if w1.rows is not None:
@@ -148,14 +147,19 @@ class LowRankMLPObjective:
                 deltas = [d * scale for d in deltas]
             # the gradients, then SGD's rule on each parameter
             rows = torch.arange(b.start, b.stop, device=x.device)
-            grads = {"layers.0.weight": ImageSpanned(0.0, torch.zeros_like(P).index_add(0, rows, deltas[0]))}
+            if plain:  # the first layer's update straight into its rows
+                base = torch.zeros_like(P) if w1.rows is None else w1.rows
+                params["layers.0.weight"] = ImageSpanned(1.0, base.index_add(0, rows, deltas[0], alpha=-sgd.lr))
+                grads = {}
+            else:
+                grads = {"layers.0.weight": ImageSpanned(0.0, torch.zeros_like(P).index_add(0, rows, deltas[0]))}
             for i in range(L):
                 if i > 0 and plain:  # the outer product fused into one addmm: no full-size temporary
-                    params[self.names[i][0]] = torch.addmm(weights[i], deltas[i].T, hs[i - 1], alpha=-sgd.lr)
+                    params[self.weight_names[i]] = torch.addmm(weights[i], deltas[i].T, hs[i - 1], alpha=-sgd.lr)
                 elif i > 0:
-                    grads[self.names[i][0]] = deltas[i].T @ hs[i - 1]
-                if biases[i] is not None:
-                    grads[self.names[i][1]] = deltas[i].sum(0)
+                    grads[self.weight_names[i]] = deltas[i].T @ hs[i - 1]
+                if self.bias_names[i] is not None:
+                    grads[self.bias_names[i]] = deltas[i].sum(0)
             for name, g in grads.items():
                 params[name], buf = sgd_update(params[name], g, momentum.get(name), sgd, _add)
                 if buf is not None:

@@ -74,7 +74,11 @@ def test_low_rank_path_is_chosen_only_where_it_applies(mlp_case):
     assert make_simudy(recipe, theta0, thetaf, precision="bf16").lowrank is None
     momentum = make_recipe(optimizer={"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4})
     t0, tf, _, _ = trained_pair(momentum)
-    assert make_simudy(momentum, t0, tf).lowrank is not None
+    method = make_simudy(momentum, t0, tf)
+    assert method.lowrank is not None
+    # a simulation that would start from momentum buffers is not one it runs
+    started = TrainState(method.state0.params, {k: torch.zeros_like(v) for k, v in method.state0.params.items()}, {})
+    assert not simulation_lowrank.supports(method.plan, started)
     conv = make_recipe(architecture="convnet", arch_options={"width": 4})
     t0, tf, _, _ = trained_pair(conv)
     assert make_simudy(conv, t0, tf).lowrank is None

@@ -23,6 +23,8 @@ CASES = {
     "mlp-weight-decay-nesterov": dict(optimizer={"lr": 0.05, "momentum": 0.5, "weight_decay": 0.01,
                                                  "nesterov": True}),
     "mlp-recipe-clipping": dict(clip_grad_norm=0.5),
+    "mlp-clipping-momentum-weight-decay": dict(clip_grad_norm=0.5, optimizer={"lr": 0.05, "momentum": 0.9,
+                                                                             "weight_decay": 0.01}),
     "convnet-bn-frozen": dict(architecture="convnet", arch_options={"width": 4}),
     "convnet-bn-train-momentum": dict(architecture="convnet", arch_options={"width": 4},
                                       model_mode="train", optimizer={"lr": 0.05, "momentum": 0.9}),
@@ -59,7 +61,8 @@ def test_simulation_with_true_images_reproduces_thetaf(case):
     assert changed, "training did not move the parameters"
 
 
-@pytest.mark.parametrize("case", ["mlp-bias-all-momentum", "mlp-weight-decay-nesterov", "mlp-recipe-clipping"])
+@pytest.mark.parametrize("case", ["mlp-bias-all-momentum", "mlp-weight-decay-nesterov", "mlp-recipe-clipping",
+                                  "mlp-clipping-momentum-weight-decay"])
 def test_training_steps_equal_torch_optim_sgd(case):
     """The one SGD rule (core.sgd_step.sgd_update, shared by training, simulation and the
     low-rank engine) against torch's own optimiser, clipping by torch's clip_grad_norm_."""
