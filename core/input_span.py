@@ -15,7 +15,7 @@ Weight decay (declared in the recipe) shrinks W1_0 by a factor known in advance:
 then ``W1_f - c W1_0 = G X^T`` with ``c`` what SGD's rule (``sgd_update``, momentum included)
 makes of W1_0 alone over the real training's steps. Those steps depend on the number of
 training images through the batches per epoch; every count up to the dummy set's size is
-tried and the clearest cut wins.
+tried and the clearest cut wins (a dummy set smaller than the training set cannot find it).
 
 When it cannot be trusted, it is not used: augmentation (the span holds the augmented copies),
 and any change whose singular values show no clear cut below full rank. Float training leaves
@@ -69,20 +69,33 @@ def span_rank(singular: torch.Tensor) -> int | None:
     return cut[0] if cut is not None and cut[1] >= SPECTRAL_GAP else None
 
 
-def initial_weight_shares(recipe: Recipe, max_images: int) -> list[float]:
+def initial_weight_coefficients(recipe: Recipe, max_images: int) -> list[float]:
     """The multiples of W1_0 left in W1 after the real training, one per possible number of
     steps (training sets of 1 .. ``max_images`` images): 1.0 alone without weight decay. The
     multiple follows SGD's rule with a zero data gradient (everything in it is linear)."""
     sgd = SGDConfig.from_recipe(recipe)
     if not sgd.weight_decay:
         return [1.0]
-    steps = sorted({recipe.epochs * math.ceil(n / recipe.batch_size) for n in range(1, max_images + 1)})
-    shares, coef, buf = [], 1.0, None
-    for step in range(1, steps[-1] + 1):
+    steps = {recipe.epochs * math.ceil(n / recipe.batch_size) for n in range(1, max_images + 1)}
+    coefs, coef, buf = [], 1.0, None
+    for step in range(1, max(steps) + 1):
         coef, buf = sgd_update(coef, 0.0, buf, sgd, lambda a, b, alpha: a + alpha * b)
         if step in steps:
-            shares.append(coef)
-    return shares
+            coefs.append(coef)
+    return coefs
+
+
+def clearest_coefficient(w0: torch.Tensor, wf: torch.Tensor, coefs: list[float], max_images: int) -> float:
+    """The candidate ``c`` whose ``wf - c w0`` shows the largest spectral drop. Scored on a
+    random sketch of the columns (``max_images`` + 8 of them: the rank that matters is at most
+    ``max_images``), so each candidate costs a small SVD instead of a full one."""
+    if len(coefs) == 1:
+        return coefs[0]
+    omega = torch.randn(w0.shape[1], min(w0.shape[1], max_images + 8), dtype=w0.dtype,
+                        generator=torch.Generator().manual_seed(0))
+    a, b = wf @ omega, w0 @ omega
+    drops = [(spectral_cut(torch.linalg.svdvals(a - c * b)) or (0, 0.0))[1] for c in coefs]
+    return coefs[max(range(len(coefs)), key=drops.__getitem__)]
 
 
 def input_span_basis(model: nn.Module, recipe: Recipe, params0: dict[str, torch.Tensor],
@@ -90,20 +103,18 @@ def input_span_basis(model: nn.Module, recipe: Recipe, params0: dict[str, torch.
     """Orthonormal rows (r, d) spanning the row space of the first layer's change, in the
     model's (normalised, flattened) input space, on the CPU; None where the span does not apply,
     is not clear, or would not constrain anything (r = d). ``max_images``: the most training
-    images there can have been (the dummy set's size)."""
+    images there can have been (the dummy set's size; under weight decay, a dummy set smaller
+    than the training set misses the real number of steps and finds no span)."""
     name = input_weight_name(model)
     if not applies(model, recipe) or name not in params0:
         return None
     w0, wf = params0[name].detach().cpu().double(), paramsf[name].detach().cpu().double()
-    best = None  # (drop, rank, share)
-    for share in initial_weight_shares(recipe, max_images):
-        cut = spectral_cut(torch.linalg.svdvals(wf - share * w0))
-        if cut is not None and (best is None or cut[1] > best[0]):
-            best = (cut[1], cut[0], share)
-    if best is None or best[0] < SPECTRAL_GAP or best[1] >= math.prod(recipe.image_shape):
+    coef = clearest_coefficient(w0, wf, initial_weight_coefficients(recipe, max_images), max_images)
+    _, singular, vh = torch.linalg.svd(wf - coef * w0, full_matrices=False)
+    rank = span_rank(singular)
+    if rank is None or rank >= math.prod(recipe.image_shape):
         return None
-    _, _, vh = torch.linalg.svd(wf - best[2] * w0, full_matrices=False)
-    return vh[:best[1]].to(params0[name].dtype)
+    return vh[:rank].to(params0[name].dtype)
 
 
 class InputSpan:

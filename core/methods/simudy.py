@@ -96,7 +96,8 @@ class SimudyOptions(UserModel):
     input_span: Literal["auto", "on", "off"] = Field(
         "auto", description="keep the images in the row space of the first layer's weight change, "
         "which holds every training image when the first layer is linear on the input (MLP), the "
-        "recipe has no weight decay nor augmentation, and the change shows a clear rank "
+        "recipe has no augmentation (weight decay, when the recipe states it, is taken out), and "
+        "the change shows a clear rank "
         "(core/input_span.py). auto: wherever that holds (measured, BENCHMARKS.md); on: refuse "
         "a job where it does not; off: images free (the authors' method)")
 
@@ -168,7 +169,8 @@ class SimuDy(IterativeMethod):
         if basis is None and s.input_span == "on":
             raise RecipeError("input_span 'on': the first layer's weight change shows no clear rank "
                               "below full (a first layer narrower than the training images are many, "
-                              "or weight decay the recipe leaves out or states wrongly); use 'auto' or 'off'")
+                              "weight decay the recipe leaves out or states wrongly, or under weight "
+                              "decay fewer dummy images than training images); use 'auto' or 'off'")
         return InputSpan(basis.to(self.device)) if basis is not None else None
 
     @classmethod

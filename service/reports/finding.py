@@ -30,7 +30,7 @@ class Finding:
 
 def span_sentence(summary: dict[str, Any] | None) -> str:
     """What the rank of the first layer's change says (SimuDy's ``input_span_rank``): exact
-    for an MLP trained by SGD without weight decay, whose change is spanned by its inputs."""
+    for an MLP trained by SGD (weight decay taken out), whose change is spanned by its inputs."""
     rank = (summary or {}).get("input_span_rank")
     if not rank:
         return ""

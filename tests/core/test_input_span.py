@@ -8,7 +8,8 @@ import torch
 
 from core.architectures import model_for_recipe
 from core.errors import RecipeError
-from core.input_span import InputSpan, applies, input_span_basis, span_rank
+from core.input_span import (InputSpan, applies, clearest_coefficient, initial_weight_coefficients,
+                              input_span_basis, span_rank)
 from core.methods.simudy import SimuDy
 from core.sgd_step import split_state_dict
 
@@ -65,6 +66,17 @@ def test_undeclared_weight_decay_augmentation_a_narrow_first_layer_or_a_convolut
     assert SimuDy.setting_problems(augmented, simudy_settings(input_span="on"))
     assert not SimuDy.setting_problems(augmented, simudy_settings())
     assert not SimuDy.setting_problems(decayed, simudy_settings(input_span="on"))
+
+
+def test_under_weight_decay_the_real_number_of_steps_is_found_and_simudy_uses_the_span():
+    recipe = make_recipe(optimizer={"lr": 0.05, "weight_decay": 0.05}, batch_size=3)
+    theta0, thetaf, _, _ = trained_pair(recipe, n=10)  # 3 epochs of 4 batches
+    coefs = initial_weight_coefficients(recipe, 16)  # 1 .. 6 batches per epoch
+    assert len(coefs) == 6 and coefs == sorted(coefs, reverse=True)
+    w0, wf = theta0["layers.0.weight"].double(), thetaf["layers.0.weight"].double()
+    assert clearest_coefficient(w0, wf, coefs, 16) == coefs[3]  # 12 steps
+    method = make_simudy(recipe, theta0, thetaf, num_images=16, input_span="on")
+    assert method.input_span_rank == 10
 
 
 def test_the_rank_is_read_at_the_largest_drop_of_the_singular_values():
