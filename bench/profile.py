@@ -58,16 +58,24 @@ def momentum_mlp_variants() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     return {k: v[k] for k in ("generic", f"generic+ckpt{SEGMENT}", "low-rank")}
 
 
-# What each profile kind measures: (recipe, grid of (N, epochs), variants, model description).
+def resnet18_plan(device: torch.device):
+    grid = sorted(((n, e) for n in NUM_IMAGES for e in EPOCHS), key=lambda c: c[0] * c[1])
+    return finetune_recipe(), grid, {k: (v, {}) for k, v in variants(device).items()}, "ResNet-18"
+
+
+def mlp_plan(device: torch.device):
+    return mlp_recipe(), list(MLP_GRID), mlp_variants(), "MLP 3072-1000-1000-10"
+
+
+def momentum_mlp_plan(device: torch.device):
+    return (MOMENTUM_MLP, list(MLP_GRID), momentum_mlp_variants(),
+            "MLP 3072-1000-1000-10 trained by SGD with momentum 0.9 and weight decay 5e-4")
+
+
+# What each profile kind measures: (recipe, grid of (N, epochs), {variant: (execution,
+# settings)}, model description), by kind.
 PROFILE_KINDS: dict[str, Callable[[torch.device], tuple[dict, list, dict, str]]] = {
-    "resnet18": lambda device: (
-        finetune_recipe(), sorted(((n, e) for n in NUM_IMAGES for e in EPOCHS), key=lambda c: c[0] * c[1]),
-        {k: (v, {}) for k, v in variants(device).items()}, "ResNet-18"),
-    "mlp": lambda device: (mlp_recipe(), list(MLP_GRID), mlp_variants(), "MLP 3072-1000-1000-10"),
-    "mlp-momentum": lambda device: (
-        MOMENTUM_MLP, list(MLP_GRID), momentum_mlp_variants(),
-        "MLP 3072-1000-1000-10 trained by SGD with momentum 0.9 and weight decay 5e-4"),
-}
+    "resnet18": resnet18_plan, "mlp": mlp_plan, "mlp-momentum": momentum_mlp_plan}
 
 
 def run_profile(args, device: torch.device, *, deadline: float | None = None) -> Path | None:
