@@ -167,7 +167,7 @@ def test_submit_validates_before_queueing(app_client, teams):
          "expects [64, 192]"),
         ({**base, "thetaf": theta0, "settings": settings()}, "identical"),
         ({**base, "theta0": "nope", "settings": settings()}, "theta0"),
-        ({**base, "recipe": {**RECIPE, "optimizer": {"lr": 0.05, "weight_decay": 0.01}},
+        ({**base, "recipe": {**RECIPE, "augment": True},
           "settings": {**settings(), "input_span": "on"}}, "input_span 'on' needs"),
     ]
     for body, needle in cases:
