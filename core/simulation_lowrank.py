@@ -140,11 +140,11 @@ class LowRankMLPObjective:
             for i in range(L - 1, 0, -1):
                 delta = torch.where(zs[i - 1] > 0, delta @ weights[i], 0.0)
                 deltas[i - 1] = delta
-            scale = self._clip_scale(deltas, [K[b, b]] + [h @ h.T for h in hs],
-                                     [d.sum(0) if bias is not None else None for d, bias in zip(deltas, biases)],
-                                     clips)
+            bias_grads = [d.sum(0) if bias is not None else None for d, bias in zip(deltas, biases)]
+            scale = self._clip_scale(deltas, [K[b, b]] + [h @ h.T for h in hs], bias_grads, clips)
             if scale is not None:
                 deltas = [d * scale for d in deltas]
+                bias_grads = [g if g is None else g * scale for g in bias_grads]
             # the gradients, then SGD's rule on each parameter
             rows = torch.arange(b.start, b.stop, device=x.device)
             if plain:  # the first layer's update straight into its rows
@@ -158,8 +158,8 @@ class LowRankMLPObjective:
                     params[self.weight_names[i]] = torch.addmm(weights[i], deltas[i].T, hs[i - 1], alpha=-sgd.lr)
                 elif i > 0:
                     grads[self.weight_names[i]] = deltas[i].T @ hs[i - 1]
-                if self.bias_names[i] is not None:
-                    grads[self.bias_names[i]] = deltas[i].sum(0)
+                if bias_grads[i] is not None:
+                    grads[self.bias_names[i]] = bias_grads[i]
             for name, g in grads.items():
                 params[name], buf = sgd_update(params[name], g, momentum.get(name), sgd, _add)
                 if buf is not None:
