@@ -28,10 +28,12 @@ then off.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
 
+from core.lr_schedule import step_learning_rates
 from core.recipe import Recipe
 from core.sgd_step import SGDConfig, sgd_update
 
@@ -72,17 +74,31 @@ def span_rank(singular: torch.Tensor) -> int | None:
 def initial_weight_coefficients(recipe: Recipe, max_images: int) -> list[float]:
     """The multiples of W1_0 left in W1 after the real training, one per possible number of
     steps (training sets of 1 .. ``max_images`` images): 1.0 alone without weight decay. The
-    multiple follows SGD's rule with a zero data gradient (everything in it is linear)."""
+    multiple follows SGD's rule with a zero data gradient (everything in it is linear), at each
+    step's lr (the recipe's schedule)."""
     sgd = SGDConfig.from_recipe(recipe)
     if not sgd.weight_decay:
         return [1.0]
-    steps = {recipe.epochs * math.ceil(n / recipe.batch_size) for n in range(1, max_images + 1)}
-    coefs, coef, buf = [], 1.0, None
-    for step in range(1, max(steps) + 1):
-        coef, buf = sgd_update(coef, 0.0, buf, sgd, lambda a, b, alpha: a + alpha * b)
-        if step in steps:
-            coefs.append(coef)
+    batches = {math.ceil(n / recipe.batch_size): n for n in range(1, max_images + 1)}
+    if recipe.lr_schedule is None:  # a constant lr: every candidate is a prefix of the longest run
+        steps = {recipe.epochs * b for b in batches}
+        coefs, coef, buf = [], 1.0, None
+        for step in range(1, max(steps) + 1):
+            coef, buf = sgd_update(coef, 0.0, buf, sgd, _scalar_add)
+            if step in steps:
+                coefs.append(coef)
+        return coefs
+    coefs = []
+    for n in batches.values():
+        coef, buf = 1.0, None
+        for lr in step_learning_rates(recipe, n):
+            coef, buf = sgd_update(coef, 0.0, buf, replace(sgd, lr=lr), _scalar_add)
+        coefs.append(coef)
     return coefs
+
+
+def _scalar_add(a: float, b: float, alpha: float) -> float:
+    return a + alpha * b
 
 
 def clearest_coefficient(w0: torch.Tensor, wf: torch.Tensor, coefs: list[float], max_images: int) -> float:

@@ -46,7 +46,7 @@ def total_gradient_norms(plan: SimulationPlan, state0: TrainState, x: torch.Tens
             acc = totals.setdefault(idx, {k: torch.zeros_like(v) for k, v in params.items()})
             for k in acc:
                 acc[k] += g[k][local]
-        state, _ = training_step(model, state, x[b], y[b], plan.sgd, clips=clips,
+        state, _ = training_step(model, state, x[b], y[b], plan.step_sgd(step), clips=clips,
                                  precision=plan.precision)
         state = leaf_state(state.detached())
     return torch.stack([torch.sqrt(sum((t.double() ** 2).sum() for t in totals[i].values()))

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from core.errors import RecipeError
+from core.lr_schedule import LRSchedule
 from core.schema import UserModel, parse_json_model
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -57,6 +58,10 @@ class Recipe(UserModel):
     image_shape: tuple[int, int, int] = (3, 32, 32)
     normalize: Normalize = Field(default_factory=Normalize)
     optimizer: Optimizer = Field(default_factory=Optimizer)
+    lr_schedule: LRSchedule | None = Field(
+        None, description="how the lr changed during training (none: constant): step, "
+        "multistep or cosine, per epoch or per step, with optional linear warmup "
+        "(core/lr_schedule.py)")
     epochs: int = Field(20, ge=1, le=10_000)
     batch_size: int = Field(20, ge=1, le=100_000)
     shuffle: bool = False

@@ -9,22 +9,44 @@ values stay on the device (no host sync); the caller decides when to read them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 
-from core.sgd_step import ClipRule, SGDConfig, TrainState, training_step
+from core.lr_schedule import step_learning_rates
+from core.recipe import Recipe
+from core.sgd_step import ClipRule, SGDConfig, TrainState, batch_slices, training_step
 from core.types import Tensors
 
 
 @dataclass(frozen=True)
 class SimulationPlan:
+    """What the simulation unrolls: ``epochs`` passes over ``batches`` of the dummy set, step
+    ``t`` at lr ``lrs[t]`` (the recipe's schedule, core.lr_schedule) with the recipe's SGD rule."""
+
     model: nn.Module
     sgd: SGDConfig
     batches: list[slice]
     epochs: int
+    lrs: tuple[float, ...]
     precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if len(self.lrs) != self.num_steps:
+            raise ValueError(f"{len(self.lrs)} step lrs for {self.num_steps} steps")
+
+    @classmethod
+    def for_recipe(cls, model: nn.Module, recipe: Recipe, num_images: int, *, lr: float | None = None,
+                   epochs: int | None = None, batch_size: int | None = None,
+                   precision: str = "fp32") -> "SimulationPlan":
+        """The recipe's training on ``num_images`` images, or the simulation's choice of lr,
+        epochs and batch size where given."""
+        epochs = epochs or recipe.epochs
+        batch_size = batch_size or recipe.batch_size
+        return cls(model, SGDConfig.from_recipe(recipe, lr=lr), batch_slices(num_images, batch_size),
+                   epochs, tuple(step_learning_rates(recipe, num_images, lr=lr, epochs=epochs,
+                                                     batch_size=batch_size)), precision)
 
     @property
     def num_steps(self) -> int:
@@ -32,6 +54,10 @@ class SimulationPlan:
 
     def step_batch(self, step: int) -> slice:
         return self.batches[step % len(self.batches)]
+
+    def step_sgd(self, step: int) -> SGDConfig:
+        """The SGD rule of one step: the recipe's, at that step's lr."""
+        return replace(self.sgd, lr=self.lrs[step])
 
 
 @dataclass
@@ -59,7 +85,7 @@ def run_steps(plan: SimulationPlan, state: TrainState, x: torch.Tensor, y: torch
               steps: range, clips: tuple[ClipRule, ...], create_graph: bool) -> TrainState:
     for step in steps:
         b = plan.step_batch(step)
-        state, _ = training_step(plan.model, state, x[b], y[b], plan.sgd, clips=clips,
+        state, _ = training_step(plan.model, state, x[b], y[b], plan.step_sgd(step), clips=clips,
                                  create_graph=create_graph, precision=plan.precision)
         if not create_graph:
             state = leaf_state(state.detached())

@@ -87,7 +87,6 @@ class LowRankMLPObjective:
     def __init__(self, plan: SimulationPlan, objective: DisplacementObjective, state0: TrainState):
         self.plan = plan
         self.objective = objective
-        self.sgd = plan.sgd
         self.num_layers = len(plan.model.layers)
         self.state0 = {k: v.detach() for k, v in state0.params.items()}
         self.weight_names = [f"layers.{i}.weight" for i in range(self.num_layers)]
@@ -103,7 +102,7 @@ class LowRankMLPObjective:
         self.dense_names = [k for k in objective.target if k != "layers.0.weight"]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, clips: tuple[ClipRule, ...]) -> ObjectiveValue:
-        plan, sgd, L = self.plan, self.sgd, self.num_layers
+        plan, L = self.plan, self.num_layers
         tv = batched_tv(x, plan.batches)
         X = x.flatten(1)
         K = X @ X.T
@@ -111,10 +110,11 @@ class LowRankMLPObjective:
         P, Q = PQ[:, :self.h1], PQ[:, self.h1:]
         params: dict = {**self.state0, "layers.0.weight": ImageSpanned(1.0, None)}
         momentum: dict = {}
-        output_gradient = OUTPUT_GRADIENTS[sgd.loss]
-        plain = not sgd.momentum and not sgd.weight_decay  # the gradient is the step's direction
+        output_gradient = OUTPUT_GRADIENTS[plan.sgd.loss]
+        plain = not plan.sgd.momentum and not plan.sgd.weight_decay  # the gradient is the step's direction
         for step in range(plan.num_steps):
             b = plan.step_batch(step)
+            sgd = plan.step_sgd(step)
             w1 = params["layers.0.weight"]
             weights = [params[n] for n in self.weight_names]
             biases = [params[n] if n is not None else None for n in self.bias_names]

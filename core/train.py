@@ -3,12 +3,14 @@ simulation uses. Serves ``simudy train`` (making audit targets) and pretraining 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from core.losses import get_loss
+from core.lr_schedule import step_learning_rates
 from core.recipe import Recipe
 from core.sgd_step import (SGDConfig, TrainState, augment_batch, batch_slices, epoch_orders,
                            recipe_clip_rules, set_model_mode, split_state_dict, training_step)
@@ -27,6 +29,7 @@ def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, r
                        {k: v.clone() for k, v in buffers.items()})
     x, y = x.to(device), y.to(device)
     sgd = SGDConfig.from_recipe(recipe)
+    lrs = iter(step_learning_rates(recipe, len(x)))
     clips = recipe_clip_rules(recipe)
     generator = torch.Generator().manual_seed(seed)
     for epoch, order in enumerate(epoch_orders(len(x), recipe.epochs, recipe.shuffle, generator)):
@@ -35,7 +38,7 @@ def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, r
         for batch in batch_slices(len(x), recipe.batch_size):
             idx = order[batch]
             xb = augment_batch(x[idx].cpu(), generator).to(device) if recipe.augment else x[idx]
-            state, loss = training_step(model, state, xb, y[idx], sgd, clips=clips)
+            state, loss = training_step(model, state, xb, y[idx], replace(sgd, lr=next(lrs)), clips=clips)
             state = state.detached()
             state.params = {k: v.requires_grad_() for k, v in state.params.items()}
             losses.append(float(loss))

@@ -23,8 +23,8 @@ from core.methods.base import Cost, IterativeMethod, MethodInputs, MethodResult,
 from core.ranking import rank_images, total_gradient_norms
 from core.recipe import Recipe
 from core.schema import AdamBetas, UserModel
-from core.sgd_step import (ClipRule, SGDConfig, TrainState, batch_slices, recipe_clip_rules,
-                           set_model_mode, split_state_dict)
+from core.sgd_step import (ClipRule, TrainState, recipe_clip_rules, set_model_mode,
+                           split_state_dict)
 from core import input_span as span_rules
 from core import simulation_lowrank
 from core.input_span import InputSpan
@@ -139,10 +139,9 @@ class SimuDy(IterativeMethod):
         self.objective = DisplacementObjective(params0, {k: v.float() for k, v in paramsf.items()},
                                                s.tv_weight)
         self.simulated_lr = s.simulated_lr or recipe.optimizer.lr
-        self.plan = SimulationPlan(
-            model=self.model, sgd=SGDConfig.from_recipe(recipe, lr=self.simulated_lr),
-            batches=batch_slices(s.num_images, s.simulated_batch_size or recipe.batch_size),
-            epochs=s.simulated_epochs or recipe.epochs, precision=self.precision)
+        self.plan = SimulationPlan.for_recipe(
+            self.model, recipe, s.num_images, lr=self.simulated_lr, epochs=s.simulated_epochs,
+            batch_size=s.simulated_batch_size, precision=self.precision)
 
         generator = torch.Generator().manual_seed(s.seed)
         self.labels = balanced_labels(s.num_images, recipe.num_classes, generator).to(self.device)

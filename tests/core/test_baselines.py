@@ -23,7 +23,7 @@ from core.methods.kkt import KKT, kkt_terms, margins
 from core.methods.ntk import NTK, l2_weight, tangent_combination
 from core.pipeline import Pipeline
 from core.recipe import Recipe
-from core.sgd_step import SGDConfig, TrainState, batch_slices, set_model_mode, split_state_dict
+from core.sgd_step import TrainState, set_model_mode, split_state_dict
 from core.simulation import SimulationPlan, simulate
 from core.state_io import state_from_bytes, state_to_bytes
 from tests.conftest import run_cli
@@ -52,8 +52,7 @@ def test_simulation_reproduces_training_with_the_logistic_loss():
     theta0, thetaf, x, y = trained_pair(recipe)
     model = set_model_mode(model_for_recipe(recipe), recipe).to(TEST_DEVICE)
     params, buffers = split_state_dict(model, {k: v.to(TEST_DEVICE) for k, v in theta0.items()})
-    plan = SimulationPlan(model, SGDConfig.from_recipe(recipe), batch_slices(len(x), recipe.batch_size),
-                          recipe.epochs)
+    plan = SimulationPlan.for_recipe(model, recipe, len(x))
     assert plan.sgd.loss == "logistic"
     state = TrainState({k: v.clone().requires_grad_() for k, v in params.items()}, {}, buffers)
     final = simulate(plan, state, x.to(TEST_DEVICE), y.to(TEST_DEVICE), create_graph=True)

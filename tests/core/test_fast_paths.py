@@ -7,6 +7,8 @@ Tolerances: the low-rank MLP engine against the generic one agrees to 1e-10 rela
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -34,6 +36,10 @@ MLP_CASES = {
     "weight-decay-bias-all-clipping": dict(arch_options={"hidden": [16, 12], "bias": "all"},
                                            optimizer={"lr": 0.1, "weight_decay": 0.05},
                                            clip_grad_norm=0.5, batch_size=3),
+    "cosine-warmup-schedule": dict(lr_schedule={"name": "cosine", "warmup": 1, "min_factor": 0.1}),
+    "per-step-multistep-momentum-weight-decay": dict(
+        optimizer={"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-3},
+        lr_schedule={"name": "multistep", "milestones": [2, 5], "gamma": 0.3, "interval": "step"}),
 }
 CLIPS = {"no-clip": (), "clip-fires": (ClipRule(0.3, 0.2),), "clip-never-fires": (ClipRule(1e6, 5.0),)}
 
@@ -161,7 +167,7 @@ def test_truncation_window_covering_every_step_is_exact():
 
 def test_per_step_gradient_is_exact_for_one_step_and_close_for_more():
     plan, objective, state0, x, y = _conv_setup()
-    one = type(plan)(plan.model, plan.sgd, [slice(0, 10)], epochs=1)
+    one = dataclasses.replace(plan, batches=[slice(0, 10)], epochs=1, lrs=plan.lrs[:1])
     exact, g_exact = _grad(objective_and_image_grad, x, one, objective, state0, y, ())
     approx, g_approx = _grad(per_step_objective_and_image_grad, x, one, objective, state0, y, ())
     assert float(approx.loss) == pytest.approx(float(exact.loss), rel=1e-12)

@@ -32,8 +32,11 @@ def basis_for(recipe, theta0, thetaf, max_images=10):
     # weight decay, mini-batches and more dummy images than training images: the number of
     # real steps is not known, and every candidate is tried
     ({"optimizer": {"lr": 0.05, "weight_decay": 0.05}, "batch_size": 3}, 16),
+    # the same under an lr schedule counted in steps: the decay of each step follows its lr
+    ({"optimizer": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.05}, "batch_size": 3,
+      "lr_schedule": {"name": "cosine", "warmup": 2, "interval": "step"}}, 16),
 ], ids=["sgd", "nesterov", "clipped-minibatches", "logistic-all-biases", "momentum-weight-decay",
-        "weight-decay-unknown-n"])
+        "weight-decay-unknown-n", "weight-decay-schedule-unknown-n"])
 def test_the_training_images_lie_in_the_span_and_its_rank_counts_them(overrides, max_images):
     recipe = make_recipe(**overrides)
     theta0, thetaf, x, _ = trained_pair(recipe, n=10)

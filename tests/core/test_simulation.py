@@ -25,12 +25,17 @@ CASES = {
     "mlp-recipe-clipping": dict(clip_grad_norm=0.5),
     "mlp-clipping-momentum-weight-decay": dict(clip_grad_norm=0.5, optimizer={"lr": 0.05, "momentum": 0.9,
                                                                              "weight_decay": 0.01}),
+    "mlp-cosine-warmup-momentum": dict(optimizer={"lr": 0.05, "momentum": 0.9},
+                                       lr_schedule={"name": "cosine", "warmup": 1}),
+    "mlp-per-step-multistep": dict(lr_schedule={"name": "multistep", "milestones": [2, 5], "gamma": 0.3,
+                                                "interval": "step"}),
     "convnet-bn-frozen": dict(architecture="convnet", arch_options={"width": 4}),
     "convnet-bn-train-momentum": dict(architecture="convnet", arch_options={"width": 4},
                                       model_mode="train", optimizer={"lr": 0.05, "momentum": 0.9}),
     "resnet18-bn-frozen": dict(architecture="resnet18", arch_options={}, epochs=2),
-    "resnet18-bn-train-wd": dict(architecture="resnet18", arch_options={}, epochs=2, model_mode="train",
-                                 optimizer={"lr": 0.01, "weight_decay": 5e-4}),
+    "resnet18-bn-train-wd-step-schedule": dict(
+        architecture="resnet18", arch_options={}, epochs=2, model_mode="train",
+        optimizer={"lr": 0.01, "weight_decay": 5e-4}, lr_schedule={"name": "step", "step_size": 1}),
     "resnet50": dict(architecture="resnet50", arch_options={}, epochs=1, batch_size=5),
     "torchvision-resnet18": dict(architecture="torchvision/resnet18", arch_options={},
                                  image_shape=[3, 16, 16], epochs=2),
@@ -41,8 +46,7 @@ def _simulate_true(recipe, theta0, x, y):
     model = set_model_mode(model_for_recipe(recipe), recipe).to(DEV)
     params, buffers = split_state_dict(model, {k: v.to(DEV) for k, v in theta0.items()})
     x, y = x.to(DEV), y.to(DEV)
-    plan = SimulationPlan(model, SGDConfig.from_recipe(recipe), batch_slices(len(x), recipe.batch_size),
-                          recipe.epochs)
+    plan = SimulationPlan.for_recipe(model, recipe, len(x))
     clips = (ClipRule(recipe.clip_grad_norm, recipe.clip_grad_norm),) if recipe.clip_grad_norm else ()
     state = TrainState({k: v.clone().requires_grad_() for k, v in params.items()}, {}, buffers)
     return simulate(plan, state, x, y, clips, create_graph=True)
@@ -102,8 +106,7 @@ def _objective_setup(recipe, theta0, thetaf, n, dtype=torch.float64):
     params, buffers = split_state_dict(model, {k: v.to(DEV, dtype) if v.is_floating_point() else v.to(DEV)
                                                for k, v in theta0.items()})
     paramsf, _ = split_state_dict(model, {k: v.to(DEV, dtype) for k, v in thetaf.items()})
-    plan = SimulationPlan(model, SGDConfig.from_recipe(recipe), batch_slices(n, recipe.batch_size),
-                          recipe.epochs)
+    plan = SimulationPlan.for_recipe(model, recipe, n)
     return plan, DisplacementObjective(params, paramsf, tv_weight=0.01), TrainState(params, {}, buffers)
 
 
