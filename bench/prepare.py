@@ -29,7 +29,7 @@ DEFAULT_CACHE = Path(__file__).resolve().parent / "cache"
 
 @dataclass
 class Prepared:
-    recipe: Recipe
+    recipe: Recipe  # the recipe the audit is told (the case's declared one, else the real one)
     theta0_path: Path
     thetaf_path: Path
     truth_path: Path  # npz of the target images (x uint8 NHWC, y)
@@ -84,14 +84,15 @@ def _log(msg: str) -> None:
 
 def pretrained_theta0(p: Pretraining, data_dir: Path, cache: Path, device: torch.device) -> tuple[Path, dict]:
     """Pretrain theta0 once per machine; later calls find it under ``cache`` by content hash."""
-    recipe = parse_recipe(p.recipe)
+    recipe_dict = p.recipe_on(device.type)
+    recipe = parse_recipe(recipe_dict)
     data, test = _data(data_dir, p.data_file), _data(data_dir, p.test_file)
-    key = content_key(recipe=p.recipe, data=file_sha256(data), per_class=p.per_class, seed=p.seed,
+    key = content_key(recipe=recipe_dict, data=file_sha256(data), per_class=p.per_class, seed=p.seed,
                       epochs=recipe.epochs)
     path, meta_path = cache / f"theta0-{key}.safetensors", cache / f"theta0-{key}.json"
     recipe_path = cache / f"theta0-{key}.recipe.json"
     cache.mkdir(parents=True, exist_ok=True)
-    recipe_path.write_text(json.dumps(p.recipe, indent=2) + "\n")
+    recipe_path.write_text(json.dumps(recipe_dict, indent=2) + "\n")
     # The same theta0, by hand: the bench and `simudy train` share the seed, init and trainer.
     command = (f"simudy train --dataset {shown_path(data)} --recipe {shown_path(recipe_path)} "
                + (f"--images-per-class {p.per_class}" if p.per_class else "--all")
@@ -114,7 +115,7 @@ def pretrained_theta0(p: Pretraining, data_dir: Path, cache: Path, device: torch
     tx, ty = load_dataset(test)
     acc = accuracy(model_for_recipe(recipe), theta0, to_normalized(tx, recipe), torch.from_numpy(ty),
                    device=device)
-    meta = {"key": key, "recipe": p.recipe, "data_file": p.data_file, "num_images": int(len(x)),
+    meta = {"key": key, "recipe": recipe_dict, "data_file": p.data_file, "num_images": int(len(x)),
             "seed": p.seed, "test_file": p.test_file, "test_accuracy": acc, "command": command,
             "train_seconds": train_seconds, "device": device_description(device)}
     save_safetensors(theta0, path)
@@ -150,4 +151,5 @@ def prepare(case: Case, data_dir: Path, cache: Path, device: torch.device) -> Pr
         save_safetensors(theta0, theta0_path)
         save_safetensors(thetaf, thetaf_path)
         truth_path.write_bytes(save_npz_bytes(x=x[idx], y=labels))
-    return Prepared(recipe, theta0_path, thetaf_path, truth_path, idx.tolist(), info)
+    declared = parse_recipe(case.declared_recipe) if case.declared_recipe else recipe
+    return Prepared(declared, theta0_path, thetaf_path, truth_path, idx.tolist(), info)

@@ -147,7 +147,8 @@ def run_case(case: Case, args, device: torch.device, cache: Path, *, deadline: f
         "recipe": json.loads(prep.recipe.model_dump_json()), "theta0": prep.theta0_info,
         "target_indices": prep.indices, "final_loss": measured["final_loss"],
         "final_cosine": measured["final_cosine"], "simulated_lr": measured["simulated_lr"],
-        "true_lr": prep.recipe.optimizer.lr, "lr_search": measured["lr_search"],
+        "true_lr": case.recipe["optimizer"]["lr"], "lr_search": measured["lr_search"],
+        "real_recipe": case.recipe if case.declared_recipe else None,
         "top_k_ssim_paper_mean": m["top_k_ssim_paper_mean"], "grid": f"{stem}.png",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
