@@ -10,7 +10,7 @@ import json
 import sys
 
 from client.http import ServiceClient, progress_line, read_key
-from core.cli import inputs_from_args, make_out_dir, metrics_line, read_input, settings_from_args
+from core.cli import inputs_from_args, make_out_dir, metrics_line, read_truth, settings_from_args
 from core.outputs import FILES
 from core.pipeline import Pipeline
 
@@ -19,7 +19,7 @@ def run_submit(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     inputs = inputs_from_args(args)
     Pipeline.check(inputs, settings)
-    truth = read_input(args.truth, "truth") if args.truth else None
+    truth = read_truth(args.truth, inputs.recipe) if args.truth else None
     out = make_out_dir(args.out) if args.out else None
     with ServiceClient.connect(args.url, read_key(args.key_file)) as client:
         ids = {name: client.upload_checkpoint(path, what=f"upload {name}")["id"]

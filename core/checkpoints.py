@@ -12,6 +12,8 @@ Two depths of reading:
   data (the safetensors header; a PyTorch zip memory-mapped, its records checked against the
   sizes the pickle declares). The HTTP API records this at upload and compares it with the
   model built on the ``meta`` device at submit (``check_manifest``): no tensor work there.
+  ``read_upload`` adds, at upload, a scan of the values from a memory map (NaN/Inf, no float
+  tensor at all), so a job never queues on weights its worker would refuse.
 - ``load_checkpoint`` loads the values (worker, CLI), and ``check_values`` refuses NaN/Inf,
   identical theta0/thetaf and BatchNorm statistics that changed under an eval-mode recipe.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import pickle
 import struct
 import zipfile
@@ -41,6 +44,7 @@ from core.types import Tensors
 _ZIP_MAGIC = b"PK\x03\x04"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_TENSORS = 20_000
+SCAN_ELEMENTS = 2**24  # values checked at a time for NaN/Inf at upload
 # safetensors dtype codes and torch dtypes a checkpoint may hold (float8 and complex are refused)
 SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
@@ -75,14 +79,29 @@ class Manifest:
 
 
 def detect_format(path: Path, name: str | None = None) -> str:
+    not_a_checkpoint = CheckpointError(f"{name or path.name} is not a checkpoint: expected a .safetensors "
+                                       "file or a PyTorch state dict (.pt)")
     with open(path, "rb") as f:
         head = f.read(9)
-    if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80":
+    if head.startswith(_ZIP_MAGIC):
+        if not _holds_torch_pickle(path):  # another zip (an .npz...): torch's own error is cryptic
+            raise not_a_checkpoint
         return "pytorch"
-    if len(head) == 9 and head[8:9] == b"{":  # u64 header length, then the JSON header
+    if len(head) == 9 and head[8:9] == b"{":  # u64 header length (its first byte may be 0x80), then JSON
         return "safetensors"
-    raise CheckpointError(f"{name or path.name} is not a checkpoint: expected a .safetensors file or a "
-                          "PyTorch state dict (.pt)")
+    if head[:1] == b"\x80":
+        return "pytorch"
+    raise not_a_checkpoint
+
+
+def _holds_torch_pickle(path: Path) -> bool:
+    """torch.save's zip: every record under one folder, with its pickle at ``<folder>/data.pkl``
+    (unreadable zips pass here and are refused, with their reason, by the readers)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.count("/") == 1 and n.endswith("/data.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return True
 
 
 def _detect(path: Path, name: str) -> str:
@@ -99,13 +118,21 @@ def read_manifest(path: str | Path, name: str | None = None) -> Manifest:
     broadcast views that would expand when read). Messages call the file ``name`` (default:
     its file name)."""
     path = Path(path)
-    name = name or path.name
+    return _read(path, name or path.name)[0]
+
+
+def _read(path: Path, name: str) -> tuple[Manifest, dict[str, torch.Tensor]]:
+    """The manifest and the floating-point tensors as memory-mapped views (no data read until
+    a view is used), from one reading of the file."""
     if _detect(path, name) == "safetensors":
-        return Manifest("safetensors", _safetensors_manifest(path, name))
-    return Manifest("pytorch", _pytorch_manifest(path, name))
+        header_len, header = _safetensors_header(path, name)
+        return (Manifest("safetensors", _safetensors_manifest(path, name, header_len, header)),
+                _safetensors_float_views(path, header_len, header))
+    tensors, state = _pytorch_manifest(path, name)
+    return Manifest("pytorch", tensors), state
 
 
-def _safetensors_manifest(path: Path, name: str) -> dict[str, tuple[list[int], str]]:
+def _safetensors_header(path: Path, name: str) -> tuple[int, dict[str, Any]]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
@@ -119,7 +146,12 @@ def _safetensors_manifest(path: Path, name: str) -> dict[str, tuple[list[int], s
     if not isinstance(header, dict):
         raise CheckpointError(f"{name} is not a valid safetensors file: the header is not an object")
     header.pop("__metadata__", None)
-    data_len = size - 8 - header_len
+    return header_len, header
+
+
+def _safetensors_manifest(path: Path, name: str, header_len: int,
+                          header: dict[str, Any]) -> dict[str, tuple[list[int], str]]:
+    data_len = path.stat().st_size - 8 - header_len
     tensors, spans = {}, []
     for key, entry in header.items():
         try:
@@ -144,7 +176,8 @@ def _safetensors_manifest(path: Path, name: str) -> dict[str, tuple[list[int], s
     return _normalize_manifest(tensors, name)
 
 
-def _pytorch_manifest(path: Path, name: str) -> dict[str, tuple[list[int], str]]:
+def _pytorch_manifest(path: Path, name: str) -> tuple[dict[str, tuple[list[int], str]], dict]:
+    """The manifest, and the state dict memory-mapped (its data read only when used)."""
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{name} refused: only the zip format of torch.save (PyTorch >= 1.6) "
                               "or safetensors is accepted, not a bare or legacy pickle")
@@ -163,8 +196,7 @@ def _pytorch_manifest(path: Path, name: str) -> dict[str, tuple[list[int], str]]
         parts = info.filename.split("/")
         if len(parts) == 3 and parts[1] == "data":
             records.append(info.file_size)
-    raw = _torch_load(path, name, mmap=True)
-    state = _unwrap(raw, name)
+    state = _unwrap(_torch_load(path, name, mmap=True), name)
     tensors, storages = {}, {}
     for key, t in state.items():
         if not isinstance(t, torch.Tensor):
@@ -184,7 +216,7 @@ def _pytorch_manifest(path: Path, name: str) -> dict[str, tuple[list[int], str]]
     if Counter(storages.values()) - Counter(records):  # a declared size no data record has
         raise CheckpointError(f"{name} is not a valid PyTorch checkpoint: its data records do not "
                               "match the sizes its tensors declare")
-    return _normalize_manifest(tensors, name)
+    return _normalize_manifest(tensors, name), state
 
 
 def _normalize_manifest(tensors: dict[str, tuple[list[int], str]], name: str) -> dict[str, tuple[list[int], str]]:
@@ -196,20 +228,63 @@ def _normalize_manifest(tensors: dict[str, tuple[list[int], str]], name: str) ->
     for key, value in tensors.items():
         if not isinstance(key, str) or not key or len(key) > 1000 or "\x00" in key:
             raise CheckpointError(f"{name}: a tensor name is empty, too long or not text")
-        out[key[len("module."):] if key.startswith("module.") else key] = value
+        out[_strip_module(key)] = value
     return out
 
 
+def _strip_module(key: str) -> str:
+    """DataParallel's ``module.`` prefix, taken off every tensor name."""
+    return key[len("module."):] if isinstance(key, str) and key.startswith("module.") else key
+
+
+def _check_finite(name: str, key: str, t: torch.Tensor) -> None:
+    """Refuse a NaN or Inf weight, scanning a slice at a time (a memory-mapped tensor is read
+    no more than a slice at once)."""
+    if t.is_floating_point() and t.numel() and \
+            not all(torch.isfinite(part).all() for part in t.reshape(-1).split(SCAN_ELEMENTS)):
+        raise CheckpointError(f"{name}: tensor {_strip_module(key)!r} contains NaN or Inf")
+
+
+def read_upload(path: str | Path, name: str) -> Manifest:
+    """What the API records for an upload: its manifest, once the values a job could never use
+    are refused (a weight that is NaN or Inf, no floating-point tensor at all), at upload rather
+    than in the worker after the job was queued. The values are scanned from a memory map, a
+    slice at a time: no more memory than the slice, and time like the hashing of the upload."""
+    info, tensors = _read(Path(path), name)
+    if info.num_parameters == 0:
+        raise CheckpointError(f"{name} holds no floating-point tensors: not a model's weights")
+    for key, t in tensors.items():
+        _check_finite(name, key, t)
+    return info
+
+
+def _safetensors_float_views(path: Path, header_len: int, header: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Each floating-point tensor of a safetensors file as a view of its bytes in a (copy on
+    write, never written) memory map; the header was checked by ``_safetensors_manifest``."""
+    with open(path, "rb") as f:
+        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    views = {}
+    for key, entry in header.items():
+        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype in FLOAT_DTYPES and math.prod(entry["shape"]):
+            views[key] = torch.frombuffer(buffer, dtype=getattr(torch, dtype), count=math.prod(entry["shape"]),
+                                          offset=8 + header_len + entry["data_offsets"][0])
+    return views
+
+
 # -- values ------------------------------------------------------------------------------------
+_PICKLE_REFUSED = ("{name} refused: not a safetensors file or a weights-only torch checkpoint (pickled "
+                   "objects are never loaded; nothing in it was run)")
+
+
 def _torch_load(path: Path, name: str, *, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        reason = str(err).split("\n")[0].replace("Weights only load failed. ", "")
-        raise CheckpointError(
-            f"{name} refused: it is a pickle that holds more than tensors (only plain "
-            f"state dicts are accepted; nothing in it was run): {reason[:200]}") from None
+    except pickle.UnpicklingError:  # torch's text advises weights_only=False: never shown
+        raise CheckpointError(_PICKLE_REFUSED.format(name=name)) from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as err:
+        if "weights_only" in str(err):
+            raise CheckpointError(_PICKLE_REFUSED.format(name=name)) from None
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise CheckpointError(f"{name} is not a readable PyTorch checkpoint: {first}") from None
 
@@ -229,10 +304,8 @@ def load_checkpoint(path: str | Path) -> Tensors:
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path.name}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        clean = key[len("module."):] if isinstance(key, str) and key.startswith("module.") else key
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise CheckpointError(f"{path.name}: tensor {clean!r} contains NaN or Inf")
-        out[clean] = value
+        _check_finite(path.name, key, value)
+        out[_strip_module(key)] = value
     return out
 
 

@@ -22,7 +22,7 @@ from core.methods import method_names, parse_settings
 from core.methods.base import MethodInputs, Progress
 from core.metrics import PAIRINGS
 from core.pipeline import Pipeline
-from core.recipe import load_recipe
+from core.recipe import Recipe, load_recipe
 from core.train import accuracy, train
 
 
@@ -61,8 +61,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-images", required=True, type=int, help="the training set size N")
     p.add_argument("--iterations", type=int, help="the same image-update budget for every method")
     p.add_argument("--seed", type=int)
-    p.add_argument("--settings", type=Path, metavar="FILE",
-                   help='JSON of each method\'s own settings: {"kkt": {...}, "ntk": {...}}')
+    p.add_argument("--settings", metavar="FILE|JSON",
+                   help='each method\'s own settings, a JSON file or inline: {"kkt": {...}, "ntk": {...}}')
     add_execution_args(p)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_compare)
@@ -85,7 +85,8 @@ def add_reconstruction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-images", required=True, type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--lr-search", action="store_true", help="training lr unknown: grid search it")
-    p.add_argument("--settings", type=Path, help="JSON with more settings of the method")
+    p.add_argument("--settings", metavar="FILE|JSON",
+                   help='more settings of the method: a JSON file, or inline JSON such as {"tv_weight": 0}')
     p.add_argument("--seed", type=int)
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="ask for a precision (bf16 changes the numbers slightly)")
@@ -101,16 +102,29 @@ def add_execution_args(p: argparse.ArgumentParser) -> None:
                    help="never use an exact specialised engine (e.g. the low-rank MLP path)")
 
 
+def read_settings(value: str) -> tuple[object, str]:
+    """--settings: inline JSON (a value starting with "{", as the README shows) or a JSON file;
+    (the parsed value, how messages call it)."""
+    if value.lstrip().startswith("{"):
+        try:
+            return json.loads(value), "--settings"
+        except json.JSONDecodeError as err:
+            raise RecipeError(f"--settings is not valid JSON: {err}") from None
+    try:
+        return json.loads(Path(value).read_text()), f"settings {value}"
+    except OSError as err:
+        raise RecipeError(f"cannot read settings {value}: {err.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RecipeError(f"cannot read settings {value}: not JSON ({err})") from None
+
+
 def settings_from_args(args: argparse.Namespace) -> JobSettings:
     """--settings JSON, then the flags on top of it."""
     extra = {}
     if args.settings:
-        try:
-            extra = json.loads(args.settings.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RecipeError(f"cannot read settings {args.settings}: {err}") from None
+        extra, what = read_settings(args.settings)
         if not isinstance(extra, dict):
-            raise RecipeError(f"settings {args.settings}: expected a JSON object")
+            raise RecipeError(f"{what}: expected a JSON object")
     extra["num_images"] = args.num_images
     for key in ("method", "iterations", "seed", "precision"):
         if getattr(args, key) is not None:
@@ -142,6 +156,14 @@ def read_input(path: Path, what: str) -> bytes:
         raise DatasetError(f"cannot read {what} {path}: {err.strerror}") from None
 
 
+def read_truth(path: Path, recipe: Recipe) -> bytes:
+    """--truth, checked against the recipe before any run (not after an hour of one)."""
+    data = read_input(path, "truth")
+    x, _ = load_dataset(data, name=f"truth {path.name}")
+    check_images_fit(x, recipe, f"truth {path.name}")
+    return data
+
+
 def make_out_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -150,11 +172,31 @@ def make_out_dir(path: Path) -> Path:
     return path
 
 
+def binary_classes(text: str) -> list[int]:
+    """--binary: comma-separated class numbers."""
+    try:
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        raise DatasetError(f"--binary: expected comma-separated class numbers such as 0,1, "
+                           f"got {text!r}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
+    if args.images_per_class is not None and args.images_per_class < 1:
+        raise DatasetError(f"--images-per-class must be at least 1, got {args.images_per_class}")
+    if args.offset < 0:
+        raise DatasetError(f"--offset must be 0 or more, got {args.offset}")
+    positive = binary_classes(args.binary) if args.binary else None
     x, y = load_dataset(args.dataset)
     check_images_fit(x, recipe, args.dataset.name)
+    test = load_dataset(args.eval) if args.eval else None  # checked before the training, not after
+    if test is not None:
+        check_images_fit(test[0], recipe, args.eval.name)
     if args.classes:
+        if absent := sorted(set(args.classes) - set(np.unique(y).tolist())):
+            raise DatasetError(f"--classes: class {absent[0]} has no images in {args.dataset.name}"
+                               f" (its classes: {', '.join(map(str, np.unique(y)))})")
         keep = np.isin(y, args.classes)
         x, y = x[keep], y[keep]
     if args.all:
@@ -169,8 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         idx = first_per_class(y, args.images_per_class, args.offset)
     x, y = x[idx], y[idx]
-    if args.binary:
-        positive = [int(c) for c in args.binary.split(",")]
+    if positive is not None:
         y = np.isin(y, positive).astype(np.int64)
     if y.max() >= recipe.num_classes:
         raise DatasetError(f"labels go up to {y.max()} but the recipe has num_classes {recipe.num_classes}")
@@ -190,8 +231,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                   file=sys.stderr))
     summary = {"num_images": int(len(x)), "indices": idx.tolist() if len(idx) <= 10_000 else None,
                "seconds": time.perf_counter() - t0, "seed": args.seed}
-    if args.eval:
-        tx, ty = load_dataset(args.eval)
+    if test is not None:
+        tx, ty = test
         summary["test_accuracy"] = accuracy(model_for_recipe(recipe), thetaf, to_normalized(tx, recipe),
                                             torch.from_numpy(ty), device=device, loss=recipe.loss)
         print(f"test accuracy {summary['test_accuracy']:.4f}", file=sys.stderr)
@@ -277,17 +318,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     per_method: dict = {}
     if args.settings:
-        try:
-            per_method = json.loads(args.settings.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RecipeError(f"cannot read settings {args.settings}: {err}") from None
+        per_method, what = read_settings(args.settings)
         if not isinstance(per_method, dict) or not all(isinstance(v, dict) for v in per_method.values()):
-            raise RecipeError(f"settings {args.settings}: expected {{method: {{option: value}}}}")
+            raise RecipeError(f"{what}: expected {{method: {{option: value}}}}")
     shared = {"num_images": args.num_images}
     for key in ("iterations", "seed"):
         if getattr(args, key) is not None:
             shared[key] = getattr(args, key)
-    truth = read_input(args.truth, "truth")
+    inputs = inputs_from_args(args)
+    truth = read_truth(args.truth, inputs.recipe)
     out = make_out_dir(args.out)
     monitor = TerminalMonitor()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -298,7 +337,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return monitor
 
     with monitor:
-        runs = run_methods(methods, inputs_from_args(args), truth, shared, per_method,
+        runs = run_methods(methods, inputs, truth, shared, per_method,
                            execution_from_args(args), out, monitor_for=monitor_for)
     write_comparison(runs, truth, out)
     print(table_markdown(runs), end="")

@@ -52,11 +52,12 @@ def inspect_npz(data: bytes, name: str = "dataset") -> dict[str, tuple[tuple[int
     return arrays
 
 
-def load_dataset(source: str | Path | bytes, *, max_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_dataset(source: str | Path | bytes, *, max_images: int | None = None,
+                 name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return (x uint8 NHWC, y int64). Never unpickles (``allow_pickle=False``). From bytes,
     the headers are checked first, and more than ``max_images`` images are refused before
-    anything is decompressed."""
-    name = "dataset" if isinstance(source, bytes) else Path(source).name
+    anything is decompressed. Messages call it ``name`` (default: the file name, or "dataset")."""
+    name = name or ("dataset" if isinstance(source, bytes) else Path(source).name)
     if isinstance(source, bytes):
         headers = inspect_npz(source, name)
         if "x" in headers and len(headers["x"][0]) == 4 and max_images is not None \
@@ -75,8 +76,9 @@ def load_dataset(source: str | Path | bytes, *, max_images: int | None = None) -
     except AttributeError:  # a bare .npy: np.load gave an array, not an archive
         raise DatasetError(f"{name} is not an npz file (a bare .npy array?): save x and y with "
                            "numpy.savez") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DatasetError(f"{name} is not a readable npz file: {str(err)[:200]}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):  # numpy's text may advise allow_pickle
+        raise DatasetError(f"{name} is not a readable npz file: it must be an npz with arrays x and y "
+                           "(numpy.savez)") from None
     if x.dtype != np.uint8 or x.ndim != 4:
         raise DatasetError(f"{name}: 'x' must be uint8 of shape (N, H, W, C), got {x.dtype} {list(x.shape)}")
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
@@ -102,8 +104,8 @@ def first_per_class(y: np.ndarray, per_class: int, offset: int = 0,
 def check_images_fit(x: np.ndarray, recipe: Recipe, name: str = "dataset") -> None:
     c, h, w = recipe.image_shape
     if tuple(x.shape[1:]) != (h, w, c):
-        raise DatasetError(f"{name}: images are {list(x.shape[1:])} (H, W, C), the recipe's "
-                           f"image_shape needs {[h, w, c]}")
+        raise DatasetError(f"{name}: x must be uint8 (N, H, W, C) = (N, {h}, {w}, {c}) for the recipe's "
+                           f"image_shape {[c, h, w]} (C, H, W), found {list(x.shape)}")
 
 
 def unit_to_normalized(x01: torch.Tensor, mean, std) -> torch.Tensor:

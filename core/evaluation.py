@@ -101,8 +101,11 @@ def evaluate_npz_bytes(recon_npz: bytes, truth_npz: bytes, *, pairing: str = "gr
     if max_work is not None and (work := scoring_work(recon_npz, truth_npz)) > max_work:
         raise DatasetError(f"scoring these images compares {work:,} pixel pairs, over the limit of "
                            f"{max_work:,}: send fewer true images, or score locally with simudy evaluate")
-    rx, _ = load_dataset(recon_npz)
-    tx, _ = load_dataset(truth_npz)
+    rx, _ = load_dataset(recon_npz, name="reconstruction")
+    tx, _ = load_dataset(truth_npz, name="truth")
+    if tx.shape[1:] != rx.shape[1:]:
+        raise DatasetError(f"truth: x must be uint8 (N, H, W, C) with images of {list(rx.shape[1:])} "
+                           f"like the reconstruction's, found {list(tx.shape)}")
     mean, std, raw = _normalized_space(recon_npz)
     recon01, truth01 = uint8_to_unit(rx), uint8_to_unit(tx)
     metrics = evaluate(recon01, truth01, mean, std, pairing=pairing, recon_normalized=raw)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from api.deps import Caller, CallerDep, ConfigDep, StoreDep, db
 from api.schemas import CheckpointList, CheckpointPublic, Message
 from api.uploads import ReceivedFile, receive_file
-from core.checkpoints import Manifest, read_manifest
+from core.checkpoints import Manifest, read_upload
 
 from service.crud import audit
 from service.crud.checkpoints import (add_checkpoint, delete_checkpoint, find_by_hash, get_checkpoint,
@@ -72,13 +72,14 @@ def _record_upload(caller: Caller, received: ReceivedFile, info: Manifest, store
                         422: {"model": Message}})
 async def upload_checkpoint(request: Request, response: Response, caller: CallerDep,
                             config: ConfigDep, store: StoreDep) -> CheckpointPublic:
-    """Upload theta0 or thetaf. Only the tensors' names, shapes and dtypes are read here (no
-    tensor data; pickles are opened with ``weights_only``, so no code runs); the values are
-    checked by the worker. The same bytes uploaded twice by one team give the same checkpoint."""
+    """Upload theta0 or thetaf. The tensors' names, shapes and dtypes are recorded (pickles are
+    opened with ``weights_only``, so no code runs), and weights that are NaN or Inf, or a file
+    without floating-point tensors, are refused with 422. The same bytes uploaded twice by one
+    team give the same checkpoint."""
     received = await receive_file(request, field="file", max_bytes=config.max_upload_bytes,
                                   idle_seconds=config.upload_idle_seconds)
     try:
-        info = await run_in_threadpool(read_manifest, received.path, received.display_name)
+        info = await run_in_threadpool(read_upload, received.path, received.display_name)
         ckpt, created = await run_in_threadpool(_record_upload, caller, received, info, store)
     finally:
         received.discard()

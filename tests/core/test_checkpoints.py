@@ -192,3 +192,41 @@ def test_eval_mode_recipe_with_changed_batchnorm_statistics_is_refused():
     with pytest.raises(CheckpointError, match="BatchNorm buffer 'features.1.running_mean'"):
         check_pair(frozen, theta0, thetaf)
     check_pair(trained, theta0, thetaf)
+
+
+def test_pickle_refusal_is_ours_not_torchs_advice(tmp_path):
+    torch.save({"w": torch.zeros(2), "evil": _Payload(tmp_path / "pwned")}, tmp_path / "evil.pt")
+    for read in (load_checkpoint, read_manifest):
+        with pytest.raises(CheckpointError) as err:
+            read(tmp_path / "evil.pt")
+        assert str(err.value) == ("evil.pt refused: not a safetensors file or a weights-only torch checkpoint "
+                                  "(pickled objects are never loaded; nothing in it was run)")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_another_zip_such_as_an_npz_is_not_a_checkpoint(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "some.npz", x=np.zeros(3))
+    for read in (load_checkpoint, read_manifest):
+        with pytest.raises(CheckpointError, match=r"^some.npz is not a checkpoint: expected a .safetensors"):
+            read(tmp_path / "some.npz")
+
+
+def test_upload_refuses_nan_and_inf_and_files_without_float_tensors(tmp_path):
+    from core.checkpoints import read_upload
+
+    w = torch.randn(30, 4)  # a header of 128 bytes: its length's first byte is 0x80
+    w[3, 1] = float("inf")
+    save_safetensors({"module.a.weight": w, "b": torch.ones(2)}, tmp_path / "w.safetensors")
+    assert (tmp_path / "w.safetensors").read_bytes()[0] == 0x80
+    with pytest.raises(CheckpointError, match=r"^theta0: tensor 'a.weight' contains NaN or Inf$"):
+        read_upload(tmp_path / "w.safetensors", "theta0")
+    torch.save({"state_dict": {"ok": torch.ones(3), "bad": torch.tensor([float("nan")]).bfloat16()}}, tmp_path / "n.pt")
+    with pytest.raises(CheckpointError, match="tensor 'bad' contains NaN or Inf"):
+        read_upload(tmp_path / "n.pt", "n.pt")
+    torch.save({"steps": torch.arange(4)}, tmp_path / "i.pt")
+    with pytest.raises(CheckpointError, match="i.pt holds no floating-point tensors"):
+        read_upload(tmp_path / "i.pt", "i.pt")
+    save_safetensors({"a.weight": torch.randn(30, 4), "n": torch.arange(2)}, tmp_path / "ok.safetensors")
+    assert read_upload(tmp_path / "ok.safetensors", "ok").num_parameters == 120

@@ -21,10 +21,14 @@ def workdir(tmp_path_factory):
     rng = np.random.default_rng(0)
     np.savez(d / "data.npz", x=rng.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8),
              y=np.arange(40) % 10)
+    np.savez(d / "small.npz", x=np.zeros((10, 7, 7, 3), np.uint8), y=np.arange(10))  # not the recipe's
+    np.savez(d / "chw.npz", x=np.zeros((10, 3, 8, 8), np.uint8), y=np.arange(10))  # channels first
     (d / "recipe.json").write_text(json.dumps({
         "architecture": "mlp", "arch_options": {"hidden": [32]}, "num_classes": 10,
         "image_shape": [3, 8, 8], "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": 3,
         "batch_size": 10, "shuffle": False, "batchnorm": "frozen"}))
+    (d / "boolean-iterations.json").write_text(json.dumps({"iterations": True}))
+    (d / "boolean-epochs.json").write_text(json.dumps({"architecture": "mlp", "epochs": True}))
     return d
 
 
@@ -86,16 +90,98 @@ def test_lr_search_from_the_cli(trained):
     (["train", "--dataset", "data.npz", "--recipe", "recipe.json", "--images-per-class", "9",
       "--seed", "0", "--out", "o"], "class 0 has only 4 images"),
     (["evaluate", "--reconstruction", "recipe.json", "--truth", "data.npz", "--out", "o"],
-     "not a readable npz"),
+     "reconstruction is not a readable npz"),
+    (["evaluate", "--reconstruction", "data.npz", "--truth", "chw.npz", "--out", "o"],
+     "truth: x must be uint8 (N, H, W, C) with images of [8, 8, 3] like the reconstruction's, "
+     "found [10, 3, 8, 8]"),
+    (["train", "--dataset", "data.npz", "--recipe", "recipe.json", "--images-per-class", "0",
+      "--seed", "0", "--out", "o"], "--images-per-class must be at least 1, got 0"),
+    (["train", "--dataset", "data.npz", "--recipe", "recipe.json", "--images-per-class", "-1",
+      "--seed", "0", "--out", "o"], "--images-per-class must be at least 1, got -1"),
+    (["train", "--dataset", "data.npz", "--recipe", "recipe.json", "--images-per-class", "1",
+      "--classes", "42", "--seed", "0", "--out", "o"], "--classes: class 42 has no images in data.npz"),
+    (["train", "--dataset", "data.npz", "--recipe", "recipe.json", "--images-per-class", "1",
+      "--binary", "x,y", "--seed", "0", "--out", "o"], "--binary: expected comma-separated class numbers"),
+    (["train", "--dataset", "data.npz", "--recipe", "recipe.json", "--images-per-class", "1",
+      "--eval", "small.npz", "--seed", "0", "--out", "o"],  # one line: refused before any epoch
+     "small.npz: x must be uint8 (N, H, W, C) = (N, 8, 8, 3) for the recipe's image_shape [3, 8, 8] "
+     "(C, H, W), found [10, 7, 7, 3]"),
+    (["train", "--dataset", "recipe.json", "--recipe", "recipe.json", "--all", "--seed", "0", "--out", "o"],
+     "recipe.json is not a readable npz file: it must be an npz with arrays x and y"),
+    (["reconstruct", "--theta0", "data.npz", "--thetaf", "data.npz", "--recipe", "recipe.json",
+      "--num-images", "4", "--out", "o"],
+     "data.npz is not a checkpoint: expected a .safetensors file or a PyTorch state dict"),
+    (["reconstruct", "--thetaf", "x.pt", "--recipe", "recipe.json", "--num-images", "2",
+      "--settings", '{"tv_weight": 0', "--out", "o"], "--settings is not valid JSON"),
+    (["reconstruct", "--thetaf", "x.pt", "--recipe", "recipe.json", "--num-images", "2",
+      "--settings", '{"tv_weight": "much"}', "--out", "o"], "tv_weight"),
+    (["compare", "--methods", "kkt", "--thetaf", "x.pt", "--recipe", "recipe.json", "--truth", "data.npz",
+      "--num-images", "2", "--settings", '{"kkt": 1}', "--out", "o"],
+     "--settings: expected {method: {option: value}}"),
     (["reconstruct", "--num-images", "3"], "the following arguments are required"),
     (["reconstruct", "--thetaf", "x.pt", "--recipe", "recipe.json", "--num-images", "0", "--out", "o"],
      "invalid settings: num_images"),
     (["reconstruct", "--thetaf", "x.pt", "--recipe", "recipe.json", "--num-images", "2",
       "--settings", "data.npz", "--out", "o"], "cannot read settings data.npz"),
+    (["reconstruct", "--thetaf", "x.pt", "--recipe", "recipe.json", "--num-images", "2",
+      "--settings", "boolean-iterations.json", "--out", "o"],
+     "invalid settings: iterations: Input should be a valid integer"),
+    (["train", "--dataset", "data.npz", "--recipe", "boolean-epochs.json", "--images-per-class", "1",
+      "--seed", "0", "--out", "o"], "invalid recipe: epochs: Input should be a valid integer"),
 ])
 def test_bad_input_exits_2_with_one_line(workdir, args, message):
     r = simudy(*args, cwd=workdir)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr and "allow_pickle" not in r.stderr
+    assert not (workdir / "o").exists()
+
+
+def test_settings_can_be_inline_json(trained):
+    workdir = trained
+    r = simudy("reconstruct", "--theta0", workdir / "model/theta0.safetensors",
+               "--thetaf", workdir / "model/thetaf.safetensors", "--recipe", workdir / "model/recipe.json",
+               "--num-images", 20, "--iterations", 2, "--settings", '{"tv_weight": 0, "seed": 3}',
+               "--out", workdir / "rec-inline")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((workdir / "rec-inline/summary.json").read_text())
+    assert summary["settings"]["tv_weight"] == 0 and summary["settings"]["seed"] == 3
+
+
+def test_a_truth_of_another_shape_is_refused_before_compare_runs(trained):
+    workdir = trained
+    r = simudy("compare", "--methods", "simudy,kkt", "--theta0", workdir / "model/theta0.safetensors",
+               "--thetaf", workdir / "model/thetaf.safetensors", "--recipe", workdir / "model/recipe.json",
+               "--truth", workdir / "small.npz", "--num-images", 20, "--iterations", 2,
+               "--out", workdir / "cmp-bad")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "truth small.npz: x must be uint8 (N, H, W, C) = (N, 8, 8, 3)" in r.stderr
+    assert not (workdir / "cmp-bad").exists()  # nothing ran
+
+
+class _Payload:
+    """Unpickling this runs ``os.system``: it must never run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickled_theta0_is_refused_in_our_words_and_never_runs(trained):
+    import torch
+
+    workdir = trained
+    marker = workdir / "pwned"
+    torch.save({"layers.0.weight": torch.zeros(2), "evil": _Payload(marker)}, workdir / "evil.pt")
+    r = simudy("reconstruct", "--theta0", workdir / "evil.pt", "--thetaf", workdir / "model/thetaf.safetensors",
+               "--recipe", workdir / "model/recipe.json", "--num-images", 20, "--out", workdir / "rec-evil")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert ("evil.pt refused: not a safetensors file or a weights-only torch checkpoint (pickled objects "
+            "are never loaded") in r.stderr
+    assert "weights_only" not in r.stderr and "likely succeed" not in r.stderr
+    assert not marker.exists()
