@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, GetCoreSchemaHandler, ValidationError
+from pydantic_core import CoreSchema
 
 from core.errors import RecipeError
 
@@ -65,7 +66,27 @@ def parse_json_model(model: type[M], data: dict[str, Any] | str | bytes, what: s
         raise RecipeError(f"invalid {what}: {format_validation_error(err)}") from None
 
 
+def _strict_scalars(schema: Any) -> Any:
+    """Mark every int, float and bool in a core schema strict, in place: lax mode takes JSON
+    ``true`` for the integer 1 and ``1`` for true, so a typo would silently run the wrong job.
+    Only these three: lists still fill tuples, and strict floats still take integers."""
+    if isinstance(schema, dict):
+        if schema.get("type") in ("int", "float", "bool"):
+            schema["strict"] = True
+        for value in schema.values():
+            _strict_scalars(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _strict_scalars(value)
+    return schema
+
+
 class UserModel(BaseModel):
-    """Base of every model a user writes: unknown fields are errors, numbers are finite."""
+    """Base of every model a user writes: unknown fields are errors, numbers are finite, and
+    a number is never a boolean nor a boolean a number (``_strict_scalars``)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type[BaseModel], handler: GetCoreSchemaHandler) -> CoreSchema:
+        return _strict_scalars(handler(source))

@@ -5,12 +5,29 @@ check cheap: nothing here allocates tensors."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from core.architectures import parameter_count
 from core.job_settings import JobSettings
 from core.methods import get_method
 from core.recipe import Recipe
 from service.config import ServiceConfig
+
+
+def published_maxima(limits: ServiceConfig) -> tuple[tuple[str, int], ...]:
+    """The settings this deployment bounds below its models' own maxima, with its limits."""
+    return (("num_images", limits.max_images), ("iterations", limits.max_iterations))
+
+
+def publish_limits(settings_schema: dict[str, Any], maxima: tuple[tuple[str, int], ...]) -> dict[str, Any]:
+    """A settings JSON schema, in place, with ``published_maxima`` as its maxima: the models'
+    own bounds are what the engine takes anywhere, a service takes less (``limit_violations``),
+    and a client drawing a form from the catalog or the OpenAPI document must see the lower."""
+    for name, limit in maxima:
+        prop = settings_schema.get("properties", {}).get(name)
+        if prop is not None:
+            prop["maximum"] = min(prop.get("maximum", limit), limit)
+    return settings_schema
 
 
 def limit_violations(recipe: Recipe, settings: JobSettings, limits: ServiceConfig) -> list[str]:

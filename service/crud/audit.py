@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from sqlalchemy import select
@@ -10,9 +11,23 @@ from sqlalchemy.orm import Session
 from service.db.models import AuditEvent
 
 
+class AuditAction(str, enum.Enum):
+    """Every action the trail records. ``record`` takes no other, so the API's filter can refuse
+    an unknown one (a 422 naming these) instead of answering an empty page."""
+
+    SIGN_IN = "sign_in"
+    SIGN_OUT = "sign_out"
+    UPLOAD = "upload"
+    SUBMIT = "submit"
+    CANCEL = "cancel"
+    DELETE = "delete"
+    DOWNLOAD = "download"
+    SCORE = "score"
+
+
 def record(session: Session, *, team_id: str, api_key_id: str | None, action: str,
            object_type: str, object_id: str, detail: dict[str, Any] | None = None) -> AuditEvent:
-    event = AuditEvent(team_id=team_id, api_key_id=api_key_id, action=action,
+    event = AuditEvent(team_id=team_id, api_key_id=api_key_id, action=AuditAction(action).value,
                        object_type=object_type, object_id=object_id, detail=detail)
     session.add(event)
     return event

@@ -127,6 +127,39 @@ def test_settings_errors_name_the_field():
         parse_settings({"num_images": 2, "device": "cuda"})
 
 
+def test_a_boolean_is_never_a_number_nor_a_number_a_boolean():
+    """Lax pydantic takes JSON true for the integer 1 (and 1 for true): every user model is
+    strict about these three types, field by field, nested ones and the recipe included."""
+    from core.methods import method_names, settings_model
+    from core.recipe import parse_recipe
+
+    for name in method_names():
+        base = {"method": name, "num_images": 2, "iterations": 3}
+        for field, prop in settings_model(name).model_json_schema()["properties"].items():
+            types = {prop.get("type")} | {p.get("type") for p in prop.get("anyOf", [])}
+            wrong = True if types & {"integer", "number"} else 1 if "boolean" in types else None
+            if wrong is not None:
+                with pytest.raises(RecipeError, match=f"^invalid settings: {field}: Input should be a valid"):
+                    parse_settings({**base, field: wrong})
+    for nested, where in [({"clipping": {"enabled": 1}}, "clipping.enabled"),
+                          ({"adam_betas": [True, 0.9]}, "adam_betas.0"),
+                          ({"lr_search": {"updates": True}}, "lr_search.updates")]:
+        with pytest.raises(RecipeError, match=f"^invalid settings: {where}: Input should be a valid"):
+            parse_settings({"num_images": 2, **nested})
+    recipe = {"architecture": "mlp", "image_shape": [3, 8, 8]}
+    for extra, where in [({"epochs": True}, "epochs"), ({"shuffle": 1}, "shuffle"),
+                         ({"optimizer": {"nesterov": 0}}, "optimizer.nesterov"),
+                         ({"image_shape": [3, True, 8]}, "image_shape.1"),
+                         ({"lr_schedule": {"name": "step", "step_size": True}}, "lr_schedule.step.step_size")]:
+        with pytest.raises(RecipeError, match=f"^invalid recipe: {where}: Input should be a valid"):
+            parse_recipe({**recipe, **extra})
+    # what strictness must not refuse: JSON arrays for tuples, integers for floats
+    s = parse_settings({"num_images": 2, "adam_betas": [0, 0.5], "image_lr": 1})
+    assert s.adam_betas == (0.0, 0.5) and s.image_lr == 1.0
+    r = parse_recipe({**recipe, "optimizer": {"lr": 1, "nesterov": True}})
+    assert r.image_shape == (3, 8, 8) and r.optimizer.lr == 1.0
+
+
 def test_lr_search_scores_every_candidate_and_picks_the_lowest(mlp_case):
     recipe, theta0, thetaf, _, _ = mlp_case
     s = simudy_settings(lr_search={"candidates": [0.05, 0.5, 0.0005], "updates": 4, "score_window": 2})
