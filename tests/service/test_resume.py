@@ -76,7 +76,9 @@ def test_time_limit_fails_the_job_readably_and_keeps_its_state(app_client, teams
     workers.stop_all()  # only the worker with the short limit may take the job
     strict = workers.start("strict", SIMUDY_MAX_JOB_SECONDS="10")
     try:
-        job = submit(app_client, a, iterations=5000)
+        # the largest dummy set the test deployment allows: 16x the steps per iteration of the
+        # default, so 5000 iterations outlast the 10 s limit however fast the engine gets
+        job = submit(app_client, a, iterations=5000, num_images=64)
         done = wait_job(app_client, a, job["id"], final, timeout=120)
     finally:
         workers.stop(strict)
