@@ -1,14 +1,20 @@
 """``simudy local``: everything on one machine with the embedded defaults (SQLite, a broker in
-a SQLite file, objects in ``var/objects``), CPU: migrate, make a local team and key on first
-start, run one worker as a child process and the API in the foreground. Ctrl-C stops both."""
+a SQLite file, objects in ``var/objects``), CPU: bind the port first (a port in use is said in
+one line before anything starts), migrate, make a local team and key on first start, run one
+worker as a child process and the API in the foreground, one access-log line per request as
+``serve`` (``SIMUDY_ACCESS_LOG``). Ctrl-C stops both."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from core.errors import SimudyError
 
 LOCAL_TEAM = "local"
 
@@ -31,7 +37,20 @@ def ensure_key(key_file: Path) -> str:
     return key
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The API's listening socket (handed to uvicorn, so no other process can take the port
+    between this check and serving)."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise SimudyError(f"port {port} is in use: stop what uses it, or choose another with "
+                              "--port") from None
+        raise SimudyError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+
+
 def run_local(*, host: str, port: int, key_file: str) -> int:
+    sock = bind(host, port)
     os.environ.setdefault("SIMUDY_DEVICE", "cpu")
     Path("var").mkdir(exist_ok=True)
     from service.config import get_config
@@ -50,8 +69,10 @@ def run_local(*, host: str, port: int, key_file: str) -> int:
 
         print(f"Dashboard on http://{host}:{port}/ (sign in with the key above); API docs: /docs; "
               f"worker pid {worker.pid}", flush=True)
-        uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(create_app(config), log_level="info",
+                                      access_log=config.access_log)).run(sockets=[sock])
     finally:
+        sock.close()
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:

@@ -47,6 +47,7 @@ class JobStatus(str, enum.Enum):
 
 
 FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+STOPPED = frozenset({JobStatus.FAILED.value, JobStatus.CANCELLED.value})  # final, with no results
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 

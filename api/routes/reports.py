@@ -71,12 +71,12 @@ def report_pdf(job_id: str, caller: CallerDep, store: StoreDep) -> Response:
 
 @router.get("/{job_id}/loss.svg", response_class=Response,
             responses={**NOT_FOUND, 200: {"content": {"image/svg+xml": {}}}})
-def loss_chart(job_id: str, caller: CallerDep) -> Response:
+def loss_chart(job_id: str, caller: CallerDep, store: StoreDep) -> Response:
     """The metric curves recorded so far, as an SVG chart (one panel per metric)."""
     with read_db() as s:
         job = get_job(s, team_id=caller.team_id, job_id=job_id) if is_id(job_id) else None
         if job is None:
             raise HTTPException(404, "job not found")
-        names, points = metric_points(s, job, method_metrics(job))
+        names, points = metric_points(s, store, job, method_metrics(job))
     svg = charts.metric_curves(names, points, "svg")
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})

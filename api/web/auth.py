@@ -48,7 +48,7 @@ def _sign_in_page(request: Request, *, message: str | None, status_code: int = 2
                   next_path: str = "/jobs", notice: str | None = None) -> Response:
     token = secrets.token_urlsafe(24)
     response = page(request, "signin.html", None, status_code=status_code, message=message,
-                    notice=notice, form_token=token, next_path=next_path)
+                    notice=notice, form_token=token, next_path=next_path, title="Sign in")
     set_cookie(request, response, LOGIN_CSRF_COOKIE, token, SIGN_IN_FORM_SECONDS)
     return response
 

@@ -14,14 +14,16 @@ from api.deps import ConfigDep, read_db
 from api.web.forms import form_layout
 from api.web.render import ViewerDep, page
 from core.catalog import catalog
+from core.job_settings import DEFAULT_METHOD
 from core.recipe import Recipe
-from service.crud.audit import list_events
+from service.crud.audit import AuditAction, list_events
 from service.crud.checkpoints import get_checkpoint, jobs_using, list_checkpoints
-from service.crud.jobs import get_artifact, get_job, list_jobs
+from service.crud.jobs import get_artifact, get_job, has_loss_points, list_jobs
 from service.crud.pages import BadCursor
 from service.crud.teams import key_prefixes
 from service.db.models import is_id
 from service.lifecycle import JobStatus, is_final
+from service.limits import published_maxima, publish_limits
 from service.reports.finding import finding_for
 
 router = APIRouter(include_in_schema=False)
@@ -29,7 +31,7 @@ PAGE_SIZE = 50
 
 
 def _not_found(request: Request, viewer, what: str) -> Response:  # noqa: ANN001
-    return page(request, "not_found.html", viewer, status_code=404, what=what)
+    return page(request, "not_found.html", viewer, status_code=404, what=what, title="Not found")
 
 
 @router.get("/")
@@ -60,13 +62,16 @@ def _recipe_defaults() -> dict[str, Any]:
 
 
 @router.get("/jobs/new")
-def new_job_page(request: Request, viewer: ViewerDep,
+def new_job_page(request: Request, viewer: ViewerDep, config: ConfigDep,
                  thetaf: Annotated[str | None, Query(max_length=64)] = None) -> Response:
     with read_db() as session:
         checkpoints, _ = list_checkpoints(session, team_id=viewer.team_id, limit=200, cursor=None)
         offered = catalog()
-        methods = [{**m, "layout": form_layout(m["settings_schema"], m["defaults"], skip=("method",))}
-                   for m in offered["methods"]]
+        maxima = published_maxima(config)  # the form's bounds are this deployment's, as in /v1/catalog
+        # the default method first: the form opens on it (the others follow in catalog order)
+        methods = [{**m, "layout": form_layout(publish_limits(m["settings_schema"], maxima), m["defaults"],
+                                               skip=("method",))}
+                   for m in sorted(offered["methods"], key=lambda m: m["name"] != DEFAULT_METHOD)]
         recipe = form_layout(Recipe.model_json_schema(), _recipe_defaults())
         return page(request, "job_new.html", viewer, checkpoints=checkpoints, methods=methods,
                     recipe=recipe, architectures=offered["architectures"], chosen_thetaf=thetaf,
@@ -81,9 +86,10 @@ def job_page(request: Request, job_id: str, viewer: ViewerDep) -> Response:
             return _not_found(request, viewer, "job")
         artifacts = {kind: get_artifact(session, job_id=job.id, kind=kind) is not None
                      for kind in ("grid", "preview", "pairs", "reconstruction", "loss_csv")}
-        finding = finding_for(status=job.status, metrics=job.metrics, summary=job.summary)
+        finding = finding_for(status=job.status, metrics=job.metrics, summary=job.summary, error=job.error)
         return page(request, "job.html", viewer, job=job, artifacts=artifacts, final=is_final(job.status),
                     finding=finding, ranking=(job.summary or {}).get("ranking"),
+                    has_points=is_final(job.status) and has_loss_points(session, job_id=job.id),
                     title=job.name or f"Job {job.id[:8]}")
 
 
@@ -122,4 +128,4 @@ def audit_page(request: Request, viewer: ViewerDep,
         older = rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None
         prefixes = key_prefixes(session, team_id=viewer.team_id)
         return page(request, "audit.html", viewer, events=rows[:PAGE_SIZE], action=action or "",
-                    older=older, prefixes=prefixes, title="Audit trail")
+                    actions=[a.value for a in AuditAction], older=older, prefixes=prefixes, title="Audit trail")

@@ -32,6 +32,10 @@ def loss_points(session: Session, *, job_id: str) -> list[LossPoint]:
                                 .order_by(LossPoint.iteration)))
 
 
+def has_loss_points(session: Session, *, job_id: str) -> bool:
+    return session.scalar(select(LossPoint.iteration).where(LossPoint.job_id == job_id).limit(1)) is not None
+
+
 def get_artifact(session: Session, *, job_id: str, kind: str) -> Artifact | None:
     return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
 

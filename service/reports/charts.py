@@ -61,7 +61,7 @@ def metric_curves_text(metrics: list[str], points: list[dict[str, Any]]) -> str:
         return "Metric curves: no points recorded yet."
     last = points[-1]
     values = ", ".join(f"{m} {last[m]:.4g}" for m in metrics if last.get(m) is not None)
-    return f"Metric curves over {len(points)} recorded iterations; at iteration {last['iteration']}: {values}."
+    return f"Metric curves over {len(points)} recorded points; at iteration {last['iteration']}: {values}."
 
 
 def lr_search(candidates: list[dict[str, Any]], chosen: float | None, fmt: str = "svg") -> bytes:

@@ -3,6 +3,7 @@ PDF cannot disagree. Images and charts are bytes here; each renderer embeds them
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from service.crud.checkpoints import get_checkpoint
 from service.crud.jobs import get_artifact, loss_points
 from service.db.models import Job
+from service.lifecycle import STOPPED
 from service.provenance import simudy_version, source_commit
 from service.reports import charts
 from service.reports.finding import Finding, finding_for
@@ -25,6 +27,7 @@ from service.storage.base import retrying
 
 BEST_PAIRS_SHOWN = 10  # pairs in the report's table and image (best first)
 PAIRS_PER_ROW = 10  # core.grids.pairs_grid_png's default columns
+CHART_POINTS = 2000  # rows of loss.csv a chart draws at most
 
 
 @dataclass
@@ -104,10 +107,22 @@ def _artifact_bytes(session: Session, store: ObjectStore, job: Job, kind: str) -
     return retrying(lambda: store.get_bytes(artifact.storage_key)) if artifact else None
 
 
-def metric_points(session: Session, job: Job, metric_names: list[str]) -> tuple[list[str], list[dict]]:
-    """The job's sampled metric points as rows, and every metric name they hold (method's first)."""
-    points = loss_points(session, job_id=job.id)
+def metric_points(session: Session, store: ObjectStore, job: Job,
+                  metric_names: list[str]) -> tuple[list[str], list[dict]]:
+    """The job's metric rows, and every metric name they hold (method's first). A finished run's
+    ``loss.csv`` has every step (a run shorter than ``progress_every`` has one sampled point
+    only), thinned to at most ``CHART_POINTS`` rows (its last kept); before that, the points
+    sampled every ``progress_every`` steps as it runs."""
     names = list(metric_names)
+    raw = _artifact_bytes(session, store, job, "loss_csv")
+    if raw:
+        rows = list(csv.DictReader(io.StringIO(raw.decode())))
+        names += [k for k in (rows[0] if rows else {}) if k != "iteration" and k not in names]
+        stride = math.ceil(len(rows) / CHART_POINTS) or 1
+        rows = rows[::stride] + ([rows[-1]] if (len(rows) - 1) % stride else [])
+        return names, [{"iteration": int(r["iteration"]),
+                        **{n: float(r[n]) if r.get(n) else None for n in names}} for r in rows]
+    points = loss_points(session, job_id=job.id)
     for p in points:
         names += [k for k in p.values if k not in names]
     return names, [{"iteration": p.iteration, **{n: p.values.get(n) for n in names}} for p in points]
@@ -133,9 +148,11 @@ def gather(session: Session, store: ObjectStore, job: Job, metric_names: list[st
     if job.chosen_lr is not None:
         run_facts.append(("training lr (searched)", f"{job.chosen_lr:g}"))
 
-    names, points = metric_points(session, job, metric_names)
-    chart_list = [Chart("Loss curve", partial(charts.metric_curves, names, points),
-                        charts.metric_curves_text(names, points))]
+    names, points = metric_points(session, store, job, metric_names)
+    chart_list = []
+    if points or job.status not in STOPPED:  # a stopped job's empty chart says nothing
+        chart_list.append(Chart("Loss curve", partial(charts.metric_curves, names, points),
+                                charts.metric_curves_text(names, points)))
     lr = [{"lr": c.lr, "score": c.score} for c in job.lr_candidates]
     if lr:
         chart_list.append(Chart("Learning-rate search", partial(charts.lr_search, lr, job.chosen_lr),
@@ -166,6 +183,6 @@ def gather(session: Session, store: ObjectStore, job: Job, metric_names: list[st
         job_id=job.id, job_name=job.name, status=job.status, created_at=job.created_at,
         finished_at=job.finished_at, fingerprints=fingerprints, recipe=job.recipe,
         method=str(job.settings.get("method", "simudy")), settings=job.settings, run_facts=run_facts,
-        finding=finding_for(status=job.status, metrics=metrics, summary=summary), scores=scores,
+        finding=finding_for(status=job.status, metrics=metrics, summary=summary, error=job.error), scores=scores,
         best_pairs=best, pairs_png=pairs_png, grid_png=_artifact_bytes(session, store, job, "grid"),
         charts=chart_list, version=simudy_version(), commit=source_commit(), generated_at=now)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.evaluation import THRESHOLDS
+from service.lifecycle import STOPPED
 
 CLEAR, FAINT = max(THRESHOLDS), min(THRESHOLDS)
 
@@ -25,7 +26,8 @@ class Finding:
     headline: str
     detail: str
     caveat: str
-    level: str  # "high" (images recovered clearly), "some", "none", "unscored", "not-finished"
+    level: str  # "high" (images recovered clearly), "some", "none", "unscored", "not-finished",
+    # "failed", "cancelled"
 
 
 def span_sentence(summary: dict[str, Any] | None) -> str:
@@ -40,10 +42,16 @@ def span_sentence(summary: dict[str, Any] | None) -> str:
 
 
 def finding_for(*, status: str, metrics: dict[str, Any] | None,
-                summary: dict[str, Any] | None) -> Finding:
+                summary: dict[str, Any] | None, error: str | None = None) -> Finding:
+    if status in STOPPED:  # no images were kept: there is nothing to look at or score
+        headline = ("The job failed: no reconstruction was made." if status == "failed" else
+                    "The job was cancelled before it finished: no reconstruction was made.")
+        return Finding(headline, f"Error: {error}" if error else "",
+                       f"A {status} job says nothing about what the model memorised; submit the "
+                       "audit again to get a finding.", status)
     if status != "succeeded":
-        return Finding(f"No finding: the job is {status}.", "A finding needs a finished "
-                       "reconstruction.", CAVEAT_UNSCORED, "not-finished")
+        return Finding(f"No finding yet: the job is {status}.", "The finding is made when the "
+                       "reconstruction has finished.", "", "not-finished")
     if not metrics:
         n = (summary or {}).get("num_images")
         ranking = (summary or {}).get("ranking") or {}

@@ -16,7 +16,8 @@ from service.reports.content import ReportContent
 
 FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 INK, MUTED = (27, 31, 36), (87, 96, 106)
-FINDING_COLOURS = {"high": (164, 14, 38), "some": (154, 79, 0)}
+FINDING_COLOURS = {"high": (164, 14, 38), "some": (154, 79, 0), "failed": (87, 96, 106),
+                   "cancelled": (87, 96, 106)}
 DEFAULT_BAR = (11, 92, 173)
 
 
@@ -138,7 +139,8 @@ def render_pdf(content: ReportContent) -> bytes:
     pdf.para(c.finding.headline, size=11, bold=True)
     if c.finding.detail:
         pdf.para(c.finding.detail, size=9)
-    pdf.para(c.finding.caveat, size=8, colour=MUTED)
+    if c.finding.caveat:
+        pdf.para(c.finding.caveat, size=8, colour=MUTED)
     pdf.set_left_margin(margin)
     pdf.set_fill_color(*colour)
     pdf.rect(margin, top, 1.6, pdf.get_y() - top, style="F")

@@ -68,6 +68,21 @@ def test_catalog_lists_every_registered_method_architecture_and_metric(app_clien
     assert simudy["metrics"] == ["loss", "cosine", "tv"] and simudy["needs_theta0"] is True
 
 
+def test_published_settings_limits_are_the_servers(app_client):
+    """The catalog's and the OpenAPI document's settings schemas state the limits this server
+    enforces (service.limits), not the engine's far higher ones."""
+    from service.config import get_config
+
+    config = get_config()
+    spec = app_client.get("/openapi.json").json()
+    schemas = [m["settings_schema"] for m in app_client.get("/v1/catalog").json()["methods"]]
+    schemas += spec["components"]["schemas"]["JobCreate"]["properties"]["settings"]["oneOf"]
+    assert len(schemas) >= 6
+    for schema in schemas:
+        assert schema["properties"]["num_images"]["maximum"] == config.max_images
+        assert schema["properties"]["iterations"]["maximum"] == config.max_iterations
+
+
 def test_openapi_has_examples(app_client):
     spec = app_client.get("/openapi.json").json()
     assert "/v1/jobs/{job_id}/grid.png" in spec["paths"]
@@ -135,6 +150,7 @@ def test_malicious_pickle_is_refused_and_never_runs(app_client, teams, service_e
     for data in (pickle.dumps({"weight": Payload()}, protocol=2), zipped.getvalue()):
         r = upload(app_client, teams["a"], data, name="evil.pt")
         assert r.status_code == 422, r.text
+        assert "evil.pt refused" in r.json()["detail"] and "weights_only" not in r.json()["detail"]
         assert not marker.exists(), "the pickled payload ran"
     assert _checkpoint_rows() == rows and _objects(service_env) == objects
 
@@ -144,6 +160,25 @@ def test_garbage_upload_is_422_not_500(app_client, teams):
     assert r.status_code == 422 and isinstance(r.json()["detail"], str)
     r = app_client.post("/v1/checkpoints", headers=teams["a"], files={"other": ("x", b"1")})
     assert r.status_code == 422 and "file" in r.json()["detail"]
+
+
+def test_nan_weights_and_files_without_float_tensors_are_refused_at_upload(app_client, teams, service_env):
+    import io
+
+    import torch
+    from safetensors.torch import save
+
+    rows, objects = _checkpoint_rows(), _objects(service_env)
+    weight = torch.ones(4, 3)
+    weight[2, 0] = float("nan")
+    ints = io.BytesIO()
+    torch.save({"step": torch.arange(5)}, ints)
+    for data, name, needle in [(save({"layers.0.weight": weight}), "nan.safetensors",
+                                "nan.safetensors: tensor 'layers.0.weight' contains NaN or Inf"),
+                               (ints.getvalue(), "ints.pt", "ints.pt holds no floating-point tensors")]:
+        r = upload(app_client, teams["a"], data, name=name)
+        assert r.status_code == 422 and needle in r.json()["detail"], r.text
+    assert _checkpoint_rows() == rows and _objects(service_env) == objects
 
 
 def test_upload_over_the_limit_is_413_and_leaves_nothing(app_client, teams, service_env):
@@ -169,6 +204,13 @@ def test_submit_validates_before_queueing(app_client, teams):
         ({**base, "theta0": "nope", "settings": settings()}, "theta0"),
         ({**base, "recipe": {**RECIPE, "augment": True},
           "settings": {**settings(), "input_span": "on"}}, "input_span 'on' needs"),
+        ({**base, "recipe": {**RECIPE, "lr_schedule": {"name": "multistep", "milestones": [3, 1]}},
+          "settings": settings()}, "lr_schedule.multistep: Value error, milestones must be"),
+        # JSON true is not the integer 1, nor 1 true (in the settings and in the recipe)
+        ({**base, "settings": {**settings(), "num_images": True}}, "num_images: Input should be a valid integer"),
+        ({**base, "settings": {**settings(), "iterations": True}}, "iterations: Input should be a valid integer"),
+        ({**base, "settings": {**settings(), "clipping": {"enabled": 1}}}, "clipping.enabled: Input should be"),
+        ({**base, "recipe": {**RECIPE, "epochs": True}, "settings": settings()}, "recipe.epochs: Input should be"),
     ]
     for body, needle in cases:
         r = app_client.post("/v1/jobs", headers=teams["a"], json=body)
@@ -229,6 +271,11 @@ def test_list_is_paginated_newest_first_and_filtered(app_client, service_env):
         assert app_client.post(f"/v1/jobs/{jid}/cancel", headers=h).json()["status"] == "cancelled"
     actions = [e["action"] for e in app_client.get("/v1/audit", headers=h).json()["data"]]
     assert actions.count("submit") == 3 and actions.count("cancel") == 3 and "upload" in actions
+    assert [e["action"] for e in app_client.get("/v1/audit", headers=h, params={"action": "cancel"}).json()["data"]] == ["cancel"] * 3
+    for bad in ("bogus", "canceled"):  # an unknown filter names the known ones, as ?status= does
+        r = app_client.get("/v1/audit", headers=h, params={"action": bad})
+        assert r.status_code == 422 and "'sign_in'" in r.json()["detail"] and "'score'" in r.json()["detail"], r.text
+    assert app_client.get("/v1/jobs", headers=h, params={"status": "bogus"}).status_code == 422
 
 
 def test_checkpoints_are_listed_read_and_deleted_only_when_unused(app_client, service_env, monkeypatch):
@@ -291,3 +338,44 @@ def test_storage_keys_cannot_escape(tmp_path):
     assert store.get_bytes("teams/t/jobs/j/grid.png") == b"png"
     store.delete_prefix("teams/t/jobs/j/")
     assert store.list_keys() == []
+
+
+def test_local_refuses_a_port_in_use_in_one_line_before_starting_anything(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from simudy.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["local", "--port", str(port)]) == 2
+    out = capsys.readouterr()
+    assert out.err == (f"simudy local: error: port {port} is in use: stop what uses it, or choose "
+                       "another with --port\n")
+    assert "Dashboard" not in out.out and not (tmp_path / "var").exists()  # no migration, no worker
+
+
+def test_local_logs_one_access_line_per_request(tmp_path):
+    """As README says of every API (``SIMUDY_ACCESS_LOG``, default on): ``simudy local`` too."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.service.conftest import free_port, wait_for
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMUDY_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    out, err = (tmp_path / "out.log").open("w"), (tmp_path / "err.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "simudy", "local", "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=out, stderr=err)
+    try:
+        wait_for(lambda: "Dashboard on" in (tmp_path / "out.log").read_text(), 120, "simudy local")
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 60, "the API")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    logged = (tmp_path / "out.log").read_text() + (tmp_path / "err.log").read_text()
+    assert '"GET /healthz HTTP/1.1" 200' in logged, logged

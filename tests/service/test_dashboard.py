@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 
 from tests.service.browser import accessibility_problems, launch, screenshot
 from tests.service.conftest import LiveServer
-from tests.service.helpers import tiny_target, upload_pair
+from tests.service.helpers import RECIPE, tiny_target, upload_pair
 
 pytestmark = pytest.mark.slow
 DROP = """([name, b64, zoneId]) => {
@@ -112,6 +113,7 @@ def test_an_audit_from_sign_in_to_pdf_report(server, browser, team, teams, tmp_p
     # sign in: redirected there, a wrong key is refused with a message, the right one gets in
     page.goto("/")
     assert page.url.startswith(f"{server}/signin")
+    assert page.title() == "Sign in · simudy"
     _check_accessible(page, "01-signin")
     _sign_in(page, "sdk_000000000000_wrong")
     assert "not valid" in page.get_by_role("alert").inner_text()
@@ -141,6 +143,21 @@ def test_an_audit_from_sign_in_to_pdf_report(server, browser, team, teams, tmp_p
     page.get_by_role("link", name="theta0.safetensors").first.click()
     assert page.locator("table.facts").inner_text().count("sha256") == 1
     assert "layers.0.weight" in page.content()
+
+    # new audit: the form opens on the default method (the others selectable); a recipe.json fills
+    # the recipe, and choosing the same file again after an edit reloads it
+    page.goto("/jobs/new")
+    assert page.locator("#method").input_value() == "simudy"
+    assert {"simudy", "kkt", "ntk"} <= set(page.locator("#method option").evaluate_all("os => os.map(o => o.value)"))
+    assert page.locator('.method-settings[data-method="simudy"]').is_visible()
+    recipe_file = [{"name": "recipe.json", "mimeType": "application/json", "buffer": json.dumps(RECIPE).encode()}]
+    loaded = "() => document.getElementById('recipe-json').value.includes('arch_options')"
+    for _ in range(2):
+        page.set_input_files("#recipe-file", files=recipe_file)
+        page.wait_for_function(loaded)
+        assert page.get_by_label("architecture").input_value() == "mlp"
+        assert page.locator("#recipe-file").input_value() == ""  # else the same file fires no change
+        page.get_by_label("Other recipe fields (JSON)").fill("{}")
 
     # new audit: the server's 422 is placed next to the field it names, then the fixed form submits
     _fill_job_form(page, name="browser audit", iterations=30, image_lr="0")
@@ -220,6 +237,11 @@ def test_an_audit_from_sign_in_to_pdf_report(server, browser, team, teams, tmp_p
     trail = page.locator("#audit-table").inner_text()
     for action in ("sign in", "upload", "submit", "score", "cancel", "download"):
         assert action in trail, action
+    page.set_viewport_size({"width": 800, "height": 900})  # a narrow window squeezes the columns
+    lines = page.locator("#audit-table tbody time").evaluate_all("ts => ts.map(t => t.getClientRects().length)")
+    assert set(lines) == {1}, lines  # each timestamp on one line
+    page.set_viewport_size({"width": 1280, "height": 900})
+    assert page.title() == "Audit trail · simudy"
     _check_accessible(page, "08-audit")
 
     # a checkpoint that a job uses cannot be deleted: the 409 is explained
@@ -239,7 +261,7 @@ def test_an_audit_from_sign_in_to_pdf_report(server, browser, team, teams, tmp_p
             "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 2, "batch_size": 2},
             "settings": {"num_images": 4, "iterations": 5}}).json()["id"]
     assert page.goto(f"/jobs/{b_job}").status == 404
-    assert "no such job" in page.content()
+    assert "no such job" in page.content() and page.title() == "Not found · simudy"
     assert page.goto(f"/checkpoints/{b_thetaf}").status == 404
     assert page.goto(f"/v1/jobs/{b_job}/report.pdf").status == 404
 

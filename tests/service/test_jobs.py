@@ -122,12 +122,14 @@ def test_a_plugin_method_runs_as_a_job_without_theta0(app_client, teams, worker)
     assert r.status_code == 422 and "needs theta0" in r.json()["detail"]
 
 
-def test_value_checks_run_in_the_worker_and_fail_fast_readably(app_client, teams, worker):
-    """The API reads no tensor data: a checkpoint holding NaN is accepted at upload (its manifest
-    fits) and the job fails at once in the worker, naming the tensor."""
+def test_value_checks_run_in_the_worker_and_fail_fast_readably(app_client, teams, worker, monkeypatch):
+    """Uploads are scanned for NaN/Inf now, but a checkpoint stored before that (or by another
+    path) still never runs: the job fails at once in the worker, naming the tensor."""
     from safetensors.torch import load as load_st
     from safetensors.torch import save as save_st
 
+    from api.routes import checkpoints
+    from core.checkpoints import read_manifest
     from tests.service.helpers import RECIPE, settings, upload
 
     t0, tf, _ = tiny_target()
@@ -136,7 +138,10 @@ def test_value_checks_run_in_the_worker_and_fail_fast_readably(app_client, teams
     poisoned["layers.1.weight"] = poisoned["layers.1.weight"].clone()
     poisoned["layers.1.weight"][0, 0] = float("nan")
     a = teams["a"]
+    assert upload(app_client, a, save_st(poisoned)).status_code == 422  # refused at upload now
+    monkeypatch.setattr(checkpoints, "read_upload", read_manifest)  # as stored before the scan
     ids = [upload(app_client, a, data).json()["id"] for data in (t0, save_st(poisoned))]
+    monkeypatch.undo()
     r = app_client.post("/v1/jobs", headers=a, json={"theta0": ids[0], "thetaf": ids[1],
                                                      "recipe": RECIPE, "settings": settings()})
     assert r.status_code == 201, r.text

@@ -1,12 +1,13 @@
 """The live preview and the audit report of a job run by a real worker: ``preview.png`` appears
 while the job runs, ``report.html`` and ``report.pdf`` say the finding (before and after scoring),
-the fingerprints, the recipe and provenance, and another team gets 404. The finding's wording is
-checked on its own. The last PDF is kept under ``out/reports/`` to look at."""
+the fingerprints, the recipe and provenance, and another team gets 404; a failed job's report
+and page say its error and nothing else. The finding's wording is checked on its own. The last PDF is kept under ``out/reports/`` to look at."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 from html import unescape
 
 import pytest
@@ -70,6 +71,20 @@ def test_preview_then_report_before_and_after_scoring(app_client, teams, worker)
     assert {"report.html", "report.pdf"} <= {e["detail"]["file"] for e in trail if e["object_id"] == job["id"]}
 
 
+def test_a_run_shorter_than_progress_every_is_charted_from_every_recorded_step(app_client, teams, worker):
+    """Only one point is sampled (at the last step) when iterations < progress_every; the charts
+    of the finished job draw loss.csv's rows, one per step."""
+    a = teams["a"]
+    job = submit(app_client, a, iterations=5, progress_every=10)
+    job = wait_job(app_client, a, job["id"], final, timeout=120)
+    assert job["status"] == "succeeded", job
+    assert len(app_client.get(f"/v1/jobs/{job['id']}/loss.csv", headers=a).text.splitlines()) == 6
+    html = unescape(app_client.get(f"/v1/jobs/{job['id']}/report.html", headers=a).text)
+    assert "Metric curves over 5 recorded points; at iteration 5" in html
+    svg = app_client.get(f"/v1/jobs/{job['id']}/loss.svg", headers=a).text
+    assert max(len(re.findall(r"\bL ", d)) for d in re.findall(r'<path d="([^"]*)"', svg)) == 4  # 5 points
+
+
 def test_the_finding_says_what_was_recovered_and_what_that_means():
     metrics = {"num_originals": 20, "recovered_above_0.3": 12, "recovered_above_0.5": 5, "ssim_paper_mean": 0.41}
     high = finding_for(status="succeeded", metrics=metrics, summary={})
@@ -91,4 +106,54 @@ def test_the_finding_says_what_was_recovered_and_what_that_means():
                               "weight change has rank 20: the network was trained on at least 20 "
                               "linearly independent images, and the reconstructions were kept in the "
                               "space they span.")
-    assert finding_for(status="failed", metrics=None, summary=None).level == "not-finished"
+    failed = finding_for(status="failed", metrics=None, summary=None, error="thetaf: tensor 'w' contains NaN or Inf")
+    assert failed.level == "failed" and failed.headline == "The job failed: no reconstruction was made."
+    assert failed.detail == "Error: thetaf: tensor 'w' contains NaN or Inf"
+    cancelled = finding_for(status="cancelled", metrics=None, summary=None)
+    assert cancelled.level == "cancelled" and "cancelled" in cancelled.headline and not cancelled.detail
+    for stopped in (failed, cancelled):
+        assert "grid" not in stopped.caveat and "upload" not in stopped.caveat
+    assert finding_for(status="running", metrics=None, summary=None).level == "not-finished"
+
+
+def test_a_failed_job_is_reported_with_its_error_and_nothing_to_look_at(app_client, teams, worker,
+                                                                         monkeypatch):
+    """The report and the job page of a failed job state the failure and its error, and point to
+    no grid, scoring or empty chart."""
+    from fastapi.testclient import TestClient
+    from safetensors.torch import load as load_st
+    from safetensors.torch import save as save_st
+
+    from api.main import create_app
+    from api.routes import checkpoints
+    from core.checkpoints import read_manifest
+    from tests.service.helpers import RECIPE, final, settings, upload, wait_job
+
+    t0, tf, _ = tiny_target()
+    poisoned = load_st(tf)
+    poisoned["layers.1.weight"][0, 0] = float("nan")
+    a = teams["a"]
+    # a checkpoint stored before uploads were scanned for NaN: the worker refuses it, the job fails
+    monkeypatch.setattr(checkpoints, "read_upload", read_manifest)
+    ids = [upload(app_client, a, data).json()["id"] for data in (t0, save_st(poisoned))]
+    monkeypatch.undo()
+    r = app_client.post("/v1/jobs", headers=a, json={"theta0": ids[0], "thetaf": ids[1],
+                                                     "recipe": RECIPE, "settings": settings()})
+    job = wait_job(app_client, a, r.json()["id"], final, timeout=60)
+    assert job["status"] == "failed", job
+    error = "thetaf: tensor 'layers.1.weight' contains NaN or Inf"
+    html = unescape(app_client.get(f"/v1/jobs/{job['id']}/report.html", headers=a).text)
+    text = _pdf_text(app_client.get(f"/v1/jobs/{job['id']}/report.pdf", headers=a).content)
+    for doc in (html, text):
+        assert "The job failed: no reconstruction was made." in doc and error in doc
+        for wrong in ("No finding", "reconstruction grid", "upload the training images", "Loss curve"):
+            assert wrong not in doc, wrong
+
+    with TestClient(create_app(sweep=False), follow_redirects=False) as browser:
+        form = browser.get("/signin")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        browser.post("/signin", data={"api_key": teams["a_key"], "csrf_token": token, "next": "/jobs"})
+        page = unescape(browser.get(f"/jobs/{job['id']}").text)
+    assert "The job failed: no reconstruction was made." in page and error in page
+    assert "No images yet" not in page and 'id="loss-chart"' not in page
+    assert "No loss was recorded: the job failed" in page

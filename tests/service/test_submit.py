@@ -117,11 +117,15 @@ def test_submit_bad_input_is_one_line_and_uploads_nothing(server, target, tmp_pa
     wrong_recipe.write_text(json.dumps({**RECIPE, "arch_options": {"hidden": [64]}}))
     bad_key = tmp_path / "bad-key"
     bad_key.write_text("sdk_000000000000_nope")
+    channels_first = tmp_path / "chw.npz"
+    np.savez(channels_first, x=np.zeros((NUM_IMAGES, 3, 8, 8), np.uint8), y=np.arange(NUM_IMAGES))
     cases = [
         (_argv(target, server, "--recipe", str(wrong_recipe)), "expects [64, 192]"),
         (_argv(target, server, "--key-file", str(tmp_path / "missing")), "no API key in"),
         (_argv(target, server, "--key-file", str(bad_key)), "HTTP 401"),
         (_argv(target, "http://127.0.0.1:9"), "cannot reach the service"),
+        (_argv(target, server, "--truth", str(channels_first)),  # checked before the job, not after
+         "truth chw.npz: x must be uint8 (N, H, W, C) = (N, 8, 8, 3)"),
     ]
     for argv, needle in cases:
         assert main(argv) == 2, needle

@@ -121,6 +121,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
   document.getElementById("recipe-file").addEventListener("change", async (e) => {
     const file = e.target.files[0];
+    e.target.value = "";  // so choosing the same file again (after an edit) reloads it
     if (!file) return;
     clearErrors();
     let recipe;
