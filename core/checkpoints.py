@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from core.architectures import expected_manifest, model_for_recipe
 from core.errors import CheckpointError
 from core.recipe import Recipe
-from core.sgd_step import split_state_dict
+from core.training_step import split_state_dict
 from core.types import Tensors
 
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from core.lr_schedule import step_learning_rates
 from core.recipe import Recipe
-from core.sgd_step import SGDConfig, sgd_update
+from core.training_step import OptimizerConfig, sgd_update
 
 # The cut must fall where consecutive singular values drop by at least this factor: far above
 # the spread of real images' contributions, far below fp32 training's rounding floor.
@@ -50,8 +50,11 @@ def input_weight_name(model: nn.Module) -> str | None:
 
 def applies(model: nn.Module, recipe: Recipe) -> bool:
     """Whether the recipe's training keeps the first layer's change in the span of its inputs
-    (whether the change also shows the span is for ``input_span_basis`` to see)."""
-    return input_weight_name(model) is not None and not recipe.augment
+    (whether the change also shows the span is for ``input_span_basis`` to see): SGD's updates
+    are sums of gradients, each in that span; Adam divides each entry by its own running
+    magnitude, which leaves it."""
+    return (input_weight_name(model) is not None and not recipe.augment
+            and recipe.optimizer.name == "sgd")
 
 
 def spectral_cut(singular: torch.Tensor) -> tuple[int, float] | None:
@@ -76,7 +79,7 @@ def initial_weight_coefficients(recipe: Recipe, max_images: int) -> list[float]:
     steps (training sets of 1 .. ``max_images`` images): 1.0 alone without weight decay. The
     multiple follows SGD's rule with a zero data gradient (everything in it is linear), at each
     step's lr (the recipe's schedule)."""
-    sgd = SGDConfig.from_recipe(recipe)
+    sgd = OptimizerConfig.from_recipe(recipe)
     if not sgd.weight_decay:
         return [1.0]
     batches = {math.ceil(n / recipe.batch_size): n for n in range(1, max_images + 1)}

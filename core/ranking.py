@@ -18,7 +18,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from core.losses import training_loss
-from core.sgd_step import ClipRule, TrainState, training_step
+from core.training_step import ClipRule, TrainState, training_step
 from core.simulation import SimulationPlan, leaf_state
 from core.types import Tensors
 
@@ -33,7 +33,7 @@ def total_gradient_norms(plan: SimulationPlan, state0: TrainState, x: torch.Tens
 
     def sample_loss(params: Tensors, buffers: Tensors, xi: torch.Tensor, yi: torch.Tensor):
         logits = functional_call(model, {**params, **buffers}, (xi[None],))
-        return training_loss(plan.sgd.loss, logits, yi[None])
+        return training_loss(plan.optimizer.loss, logits, yi[None])
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, None, 0, 0))
     for step in range(plan.num_steps):
@@ -46,7 +46,7 @@ def total_gradient_norms(plan: SimulationPlan, state0: TrainState, x: torch.Tens
             acc = totals.setdefault(idx, {k: torch.zeros_like(v) for k, v in params.items()})
             for k in acc:
                 acc[k] += g[k][local]
-        state, _ = training_step(model, state, x[b], y[b], plan.step_sgd(step), clips=clips,
+        state, _ = training_step(model, state, x[b], y[b], plan.step_optimizer(step), clips=clips,
                                  precision=plan.precision)
         state = leaf_state(state.detached())
     return torch.stack([torch.sqrt(sum((t.double() ** 2).sum() for t in totals[i].values()))

@@ -33,14 +33,40 @@ class Normalize(UserModel):
 
 
 class Optimizer(UserModel):
-    """SGD as ``torch.optim.SGD`` defines it (momentum buffer starts at the first gradient;
-    weight decay added to the gradient before momentum)."""
+    """The training's optimizer, as torch defines it. ``sgd``: ``torch.optim.SGD`` (momentum
+    buffer starts at the first gradient; weight decay added to the gradient before momentum).
+    ``adam``: ``torch.optim.Adam`` (weight decay added to the gradient); ``adamw``:
+    ``torch.optim.AdamW`` (decoupled: the parameter shrinks by ``lr * weight_decay``)."""
 
-    name: Literal["sgd"] = "sgd"
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0, le=100)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0, le=1)
-    nesterov: bool = False
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
+    weight_decay: float | None = Field(
+        None, ge=0, le=1, description="default: torch's, 0.01 for adamw and 0 otherwise")
+    nesterov: bool = Field(False, description="sgd only")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam and adamw only")
+    eps: float = Field(1e-8, gt=0, le=1, description="adam and adamw only")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _fields_of_its_rule(self) -> "Optimizer":
+        """A field the named rule does not read is an error, not silently ignored: a recipe
+        saying adam with momentum 0.9 describes a training that never happened."""
+        if self.name == "sgd" and (self.betas != (0.9, 0.999) or self.eps != 1e-8):
+            raise ValueError("betas and eps are Adam's: sgd does not read them")
+        if self.name != "sgd" and (self.momentum or self.nesterov):
+            raise ValueError(f"momentum and nesterov are SGD's: {self.name} has betas instead")
+        if self.nesterov and not self.momentum:
+            raise ValueError("nesterov needs a momentum above 0 (as torch.optim.SGD)")
+        if self.weight_decay is None:
+            self.weight_decay = 0.01 if self.name == "adamw" else 0.0
+        return self
 
 
 class Recipe(UserModel):

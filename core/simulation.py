@@ -16,17 +16,17 @@ import torch.nn as nn
 
 from core.lr_schedule import step_learning_rates
 from core.recipe import Recipe
-from core.sgd_step import ClipRule, SGDConfig, TrainState, batch_slices, training_step
+from core.training_step import ClipRule, OptimizerConfig, TrainState, batch_slices, training_step
 from core.types import Tensors
 
 
 @dataclass(frozen=True)
 class SimulationPlan:
     """What the simulation unrolls: ``epochs`` passes over ``batches`` of the dummy set, step
-    ``t`` at lr ``lrs[t]`` (the recipe's schedule, core.lr_schedule) with the recipe's SGD rule."""
+    ``t`` at lr ``lrs[t]`` (the recipe's schedule, core.lr_schedule) with the recipe's optimizer."""
 
     model: nn.Module
-    sgd: SGDConfig
+    optimizer: OptimizerConfig
     batches: list[slice]
     epochs: int
     lrs: tuple[float, ...]
@@ -44,7 +44,7 @@ class SimulationPlan:
         epochs and batch size where given."""
         epochs = epochs or recipe.epochs
         batch_size = batch_size or recipe.batch_size
-        return cls(model, SGDConfig.from_recipe(recipe, lr=lr), batch_slices(num_images, batch_size),
+        return cls(model, OptimizerConfig.from_recipe(recipe, lr=lr), batch_slices(num_images, batch_size),
                    epochs, tuple(step_learning_rates(recipe, num_images, lr=lr, epochs=epochs,
                                                      batch_size=batch_size)), precision)
 
@@ -55,9 +55,9 @@ class SimulationPlan:
     def step_batch(self, step: int) -> slice:
         return self.batches[step % len(self.batches)]
 
-    def step_sgd(self, step: int) -> SGDConfig:
-        """The SGD rule of one step: the recipe's, at that step's lr."""
-        return replace(self.sgd, lr=self.lrs[step])
+    def step_optimizer(self, step: int) -> OptimizerConfig:
+        """The update rule of one step: the recipe's optimizer, at that step's lr."""
+        return replace(self.optimizer, lr=self.lrs[step])
 
 
 @dataclass
@@ -85,7 +85,7 @@ def run_steps(plan: SimulationPlan, state: TrainState, x: torch.Tensor, y: torch
               steps: range, clips: tuple[ClipRule, ...], create_graph: bool) -> TrainState:
     for step in steps:
         b = plan.step_batch(step)
-        state, _ = training_step(plan.model, state, x[b], y[b], plan.step_sgd(step), clips=clips,
+        state, _ = training_step(plan.model, state, x[b], y[b], plan.step_optimizer(step), clips=clips,
                                  create_graph=create_graph, precision=plan.precision)
         if not create_graph:
             state = leaf_state(state.detached())
@@ -100,8 +100,9 @@ def simulate(plan: SimulationPlan, state0: TrainState, x: torch.Tensor, y: torch
 def leaf_state(state: TrainState) -> TrainState:
     """Detached copies that require grad, so a step can differentiate with respect to them."""
     return TrainState({k: v.detach().requires_grad_() for k, v in state.params.items()},
-                      {k: v.detach().requires_grad_() for k, v in state.momentum.items()},
-                      {k: v.detach() for k, v in state.buffers.items()})
+                      {s: {k: v.detach().requires_grad_() for k, v in t.items()}
+                       for s, t in state.optimizer.items()},
+                      {k: v.detach() for k, v in state.buffers.items()}, state.steps)
 
 
 class DisplacementObjective:
@@ -150,20 +151,18 @@ def objective_and_image_grad(plan: SimulationPlan, objective: DisplacementObject
     cos = objective.cosine(final.params)
     loss = 1 - cos + objective.tv_weight * tv
     loss.backward(inputs=[x, *final.params.values()])
-    carry = {("p", k): v.grad for k, v in final.params.items()}
+    carry = {("param", k): v.grad for k, v in final.params.items()}
     # Backward through each segment in reverse, recomputing it with a graph.
     for i in range(len(bounds) - 2, -1, -1):
         start = leaf_state(saved[i])
         end = run_steps(plan, start, x, y, range(bounds[i], bounds[i + 1]), clips, create_graph=True)
         outs, grads = [], []
-        for kind, tensors in (("p", end.params), ("m", end.momentum)):
-            for k, v in tensors.items():
-                g = carry.get((kind, k))
-                if g is not None and v.requires_grad:
-                    outs.append(v)
-                    grads.append(g)
-        inputs = [*start.params.values(), *start.momentum.values()]
-        torch.autograd.backward(outs, grads, inputs=[x, *inputs])
-        carry = {("p", k): v.grad for k, v in start.params.items()}
-        carry.update({("m", k): v.grad for k, v in start.momentum.items()})
+        for key, v in end.carried().items():
+            g = carry.get(key)
+            if g is not None and v.requires_grad:
+                outs.append(v)
+                grads.append(g)
+        inputs = start.carried()
+        torch.autograd.backward(outs, grads, inputs=[x, *inputs.values()])
+        carry = {key: v.grad for key, v in inputs.items()}
     return ObjectiveValue(loss.detach(), cos.detach(), tv.detach())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from core.sgd_step import ClipRule, TrainState
+from core.training_step import ClipRule, TrainState
 from core.simulation import (DisplacementObjective, ObjectiveValue, SimulationPlan, batched_tv,
                              leaf_state, run_steps)
 

@@ -18,7 +18,7 @@ needs from W1 comes from three products of the images taken once per image updat
                                            + sum((A_T A_T^T) * K)
 
 The later layers are small and stay dense. The inner gradients are written out by hand (the
-MLP's backward pass), and SGD's rule is core.sgd_step's own ``sgd_update`` applied to this
+MLP's backward pass), and SGD's rule is core.training_step's own ``sgd_update`` applied to this
 representation, so autograd differentiates once through the whole unrolled run instead of
 twice through each step. Equal to the generic engine up to float rounding (tests compare the
 loss and the image gradient); chosen by ``Execution.fast_paths`` when ``supports`` says so.
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from core.architectures.mlp import MLP
-from core.sgd_step import ClipRule, TrainState, sgd_update, tensor_add
+from core.training_step import ClipRule, TrainState, sgd_update, tensor_add
 from core.simulation import DisplacementObjective, ObjectiveValue, SimulationPlan, batched_tv
 
 
@@ -53,8 +53,8 @@ def supports(plan: SimulationPlan, state0: TrainState) -> bool:
     a loss whose output gradient is written out here, fp32, every parameter trained and
     nothing else in the state."""
     model = plan.model
-    return (type(model) is MLP and plan.precision == "fp32" and plan.sgd.loss in OUTPUT_GRADIENTS
-            and not state0.buffers and not state0.momentum
+    return (type(model) is MLP and plan.precision == "fp32" and plan.optimizer.loss in OUTPUT_GRADIENTS
+            and plan.optimizer.is_sgd and not state0.buffers and not state0.optimizer
             and set(state0.params) == {n for n, _ in model.named_parameters()}
             and all(v.dtype == torch.float32 for v in state0.params.values()))
 
@@ -110,11 +110,11 @@ class LowRankMLPObjective:
         P, Q = PQ[:, :self.h1], PQ[:, self.h1:]
         params: dict = {**self.state0, "layers.0.weight": ImageSpanned(1.0, None)}
         momentum: dict = {}
-        output_gradient = OUTPUT_GRADIENTS[plan.sgd.loss]
-        plain = not plan.sgd.momentum and not plan.sgd.weight_decay  # the gradient is the step's direction
+        output_gradient = OUTPUT_GRADIENTS[plan.optimizer.loss]
+        plain = not plan.optimizer.momentum and not plan.optimizer.weight_decay  # the gradient is the step's direction
         for step in range(plan.num_steps):
             b = plan.step_batch(step)
-            sgd = plan.step_sgd(step)
+            sgd = plan.step_optimizer(step)
             w1 = params["layers.0.weight"]
             weights = [params[n] for n in self.weight_names]
             biases = [params[n] if n is not None else None for n in self.bias_names]

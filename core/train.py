@@ -12,8 +12,8 @@ import torch.nn as nn
 from core.losses import get_loss
 from core.lr_schedule import step_learning_rates
 from core.recipe import Recipe
-from core.sgd_step import (SGDConfig, TrainState, augment_batch, batch_slices, epoch_orders,
-                           recipe_clip_rules, set_model_mode, split_state_dict, training_step)
+from core.training_step import (OptimizerConfig, TrainState, augment_batch, batch_slices, epoch_orders,
+                                recipe_clip_rules, set_model_mode, split_state_dict, training_step)
 from core.types import Tensors
 
 
@@ -28,7 +28,7 @@ def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, r
     state = TrainState({k: v.detach().clone().requires_grad_() for k, v in params.items()}, {},
                        {k: v.clone() for k, v in buffers.items()})
     x, y = x.to(device), y.to(device)
-    sgd = SGDConfig.from_recipe(recipe)
+    sgd = OptimizerConfig.from_recipe(recipe)
     lrs = iter(step_learning_rates(recipe, len(x)))
     clips = recipe_clip_rules(recipe)
     generator = torch.Generator().manual_seed(seed)

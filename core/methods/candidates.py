@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from core.architectures import model_for_recipe
 from core.recipe import Recipe
-from core.sgd_step import split_state_dict
+from core.training_step import split_state_dict
 from core.types import Tensors
 
 

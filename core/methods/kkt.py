@@ -46,7 +46,7 @@ from core.methods.candidates import (FunctionalModel, SmoothReluGradients, box_p
                                      pixel_box, squared_distance, unnormalized)
 from core.recipe import Recipe
 from core.schema import UserModel
-from core.sgd_step import autocast_context
+from core.training_step import autocast_context
 
 LAMBDA_PENALTY = 5.0  # the reference's weight on relu(lambda_min - lambda)^2
 

@@ -40,7 +40,7 @@ from core.methods.base import Cost, IterativeMethod, MethodInputs, MethodResult,
 from core.methods.candidates import FunctionalModel, cosine, num_candidates, squared_distance, unnormalized
 from core.recipe import Recipe
 from core.schema import AdamBetas, UserModel
-from core.sgd_step import autocast_context
+from core.training_step import autocast_context
 from core.simulation import total_variation
 
 REFERENCE_L2_SCHEDULE = ((600, 0.01), (1600, 1 / 30), (4000, 0.05), (8000, 1.0), (12000, 5.0))

@@ -23,8 +23,8 @@ from core.methods.base import Cost, IterativeMethod, MethodInputs, MethodResult,
 from core.ranking import rank_images, total_gradient_norms
 from core.recipe import Recipe
 from core.schema import AdamBetas, UserModel
-from core.sgd_step import (ClipRule, TrainState, recipe_clip_rules, set_model_mode,
-                           split_state_dict)
+from core.training_step import (ClipRule, TrainState, recipe_clip_rules, set_model_mode,
+                                split_state_dict)
 from core import input_span as span_rules
 from core import simulation_lowrank
 from core.input_span import InputSpan
@@ -181,7 +181,7 @@ class SimuDy(IterativeMethod):
         if span_rules.applies(model, recipe):
             return []
         return ["input_span 'on' needs a first layer that is linear on the input (mlp) and a recipe "
-                "without augmentation; use 'auto' or 'off'"]
+                "trained with SGD without augmentation; use 'auto' or 'off'"]
 
     @property
     def input_span_rank(self) -> int | None:

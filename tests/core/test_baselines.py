@@ -23,7 +23,7 @@ from core.methods.kkt import KKT, kkt_terms, margins
 from core.methods.ntk import NTK, l2_weight, tangent_combination
 from core.pipeline import Pipeline
 from core.recipe import Recipe
-from core.sgd_step import TrainState, set_model_mode, split_state_dict
+from core.training_step import TrainState, set_model_mode, split_state_dict
 from core.simulation import SimulationPlan, simulate
 from core.state_io import state_from_bytes, state_to_bytes
 from tests.conftest import run_cli
@@ -53,7 +53,7 @@ def test_simulation_reproduces_training_with_the_logistic_loss():
     model = set_model_mode(model_for_recipe(recipe), recipe).to(TEST_DEVICE)
     params, buffers = split_state_dict(model, {k: v.to(TEST_DEVICE) for k, v in theta0.items()})
     plan = SimulationPlan.for_recipe(model, recipe, len(x))
-    assert plan.sgd.loss == "logistic"
+    assert plan.optimizer.loss == "logistic"
     state = TrainState({k: v.clone().requires_grad_() for k, v in params.items()}, {}, buffers)
     final = simulate(plan, state, x.to(TEST_DEVICE), y.to(TEST_DEVICE), create_graph=True)
     for name, value in final.params.items():

@@ -14,7 +14,7 @@ import torch
 
 from core import simulation_lowrank
 from core.execution import Execution
-from core.sgd_step import ClipRule, TrainState, clip_by_global_norm
+from core.training_step import ClipRule, TrainState, clip_by_global_norm
 from core.simulation import objective_and_image_grad
 from core.simulation_approx import per_step_objective_and_image_grad, truncated_objective_and_image_grad
 from core.methods.simudy import image_schedule
@@ -83,8 +83,12 @@ def test_low_rank_path_is_chosen_only_where_it_applies(mlp_case):
     method = make_simudy(momentum, t0, tf)
     assert method.lowrank is not None
     # a simulation that would start from momentum buffers is not one it runs
-    started = TrainState(method.state0.params, {k: torch.zeros_like(v) for k, v in method.state0.params.items()}, {})
+    started = TrainState(method.state0.params,
+                         {"momentum": {k: torch.zeros_like(v) for k, v in method.state0.params.items()}}, {})
     assert not simulation_lowrank.supports(method.plan, started)
+    adamw = make_recipe(optimizer={"name": "adamw", "lr": 0.01})
+    t0, tf, _, _ = trained_pair(adamw)
+    assert make_simudy(adamw, t0, tf).lowrank is None  # Adam's update is not linear in the images
     conv = make_recipe(architecture="convnet", arch_options={"width": 4})
     t0, tf, _, _ = trained_pair(conv)
     assert make_simudy(conv, t0, tf).lowrank is None

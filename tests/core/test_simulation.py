@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from core.architectures import model_for_recipe
-from core.sgd_step import (ClipRule, SGDConfig, TrainState, batch_slices, set_model_mode, split_state_dict,
-                           training_step)
+from core.training_step import (ClipRule, OptimizerConfig, TrainState, batch_slices, set_model_mode, split_state_dict,
+                                training_step)
 from core.simulation import (DisplacementObjective, SimulationPlan, leaf_state, objective_and_image_grad,
                              simulate)
 
@@ -68,7 +68,7 @@ def test_simulation_with_true_images_reproduces_thetaf(case):
 @pytest.mark.parametrize("case", ["mlp-bias-all-momentum", "mlp-weight-decay-nesterov", "mlp-recipe-clipping",
                                   "mlp-clipping-momentum-weight-decay"])
 def test_training_steps_equal_torch_optim_sgd(case):
-    """The one SGD rule (core.sgd_step.sgd_update, shared by training, simulation and the
+    """The one SGD rule (core.training_step.sgd_update, shared by training, simulation and the
     low-rank engine) against torch's own optimiser, clipping by torch's clip_grad_norm_."""
     recipe = make_recipe(**CASES[case])
     theta0, _, x, y = trained_pair(recipe)
@@ -86,7 +86,7 @@ def test_training_steps_equal_torch_optim_sgd(case):
         if recipe.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
         optimizer.step()
-        state, _ = training_step(model, leaf_state(state), x[b], y[b], SGDConfig.from_recipe(recipe),
+        state, _ = training_step(model, leaf_state(state), x[b], y[b], OptimizerConfig.from_recipe(recipe),
                                  clips=clips)
     for name, value in model.named_parameters():
         torch.testing.assert_close(state.params[name].detach(), value.detach(), rtol=1e-5, atol=1e-6, msg=name)

@@ -206,6 +206,10 @@ def test_submit_validates_before_queueing(app_client, teams):
           "settings": {**settings(), "input_span": "on"}}, "input_span 'on' needs"),
         ({**base, "recipe": {**RECIPE, "lr_schedule": {"name": "multistep", "milestones": [3, 1]}},
           "settings": settings()}, "lr_schedule.multistep: Value error, milestones must be"),
+        ({**base, "recipe": {**RECIPE, "optimizer": {"name": "adamw", "lr": 0.01, "momentum": 0.9}},
+          "settings": settings()}, "momentum and nesterov are SGD's: adamw has betas instead"),
+        ({**base, "recipe": {**RECIPE, "optimizer": {"name": "adamw", "lr": 0.01}},
+          "settings": {**settings(), "input_span": "on"}}, "trained with SGD without augmentation"),
         # JSON true is not the integer 1, nor 1 true (in the settings and in the recipe)
         ({**base, "settings": {**settings(), "num_images": True}}, "num_images: Input should be a valid integer"),
         ({**base, "settings": {**settings(), "iterations": True}}, "iterations: Input should be a valid integer"),

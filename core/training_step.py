@@ -1,7 +1,8 @@
-"""One SGD training step, used both by the real trainer and by the differentiable simulation.
+"""One training step (SGD, Adam or AdamW), used both by the real trainer and by the
+differentiable simulation.
 
-The step is functional: parameters, momentum buffers and model buffers go in and come out as
-dicts of tensors, so the simulation can keep the autograd graph across steps
+The step is functional: parameters, the optimizer's state and model buffers go in and come
+out as dicts of tensors, so the simulation can keep the autograd graph across steps
 (``create_graph=True``) while the real trainer detaches after each step. Because both paths
 run this exact code, a simulation fed the true images reproduces thetaf.
 """
@@ -43,33 +44,62 @@ def recipe_clip_rules(recipe: Recipe) -> tuple[ClipRule, ...]:
 
 
 @dataclass(frozen=True)
-class SGDConfig:
+class OptimizerConfig:
+    """The update rule of one step: the recipe's optimizer at one lr."""
+
     lr: float
+    name: str = "sgd"  # sgd, adam or adamw (core.recipe.Optimizer)
     momentum: float = 0.0
     weight_decay: float = 0.0
     nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     loss: str = "cross_entropy"  # the recipe's training loss (core.losses)
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, lr: float | None = None) -> "SGDConfig":
+    def from_recipe(cls, recipe: Recipe, lr: float | None = None) -> "OptimizerConfig":
         o = recipe.optimizer
-        return cls(lr=o.lr if lr is None else lr, momentum=o.momentum,
-                   weight_decay=o.weight_decay, nesterov=o.nesterov, loss=recipe.loss)
+        return cls(lr=o.lr if lr is None else lr, name=o.name, momentum=o.momentum,
+                   weight_decay=o.weight_decay or 0.0, nesterov=o.nesterov, betas=tuple(o.betas),
+                   eps=o.eps, loss=recipe.loss)
+
+    @property
+    def is_sgd(self) -> bool:
+        """SGD's update is linear in the gradient (what the low-rank engine and the input span
+        rely on); Adam's divides by the gradient's running magnitude."""
+        return self.name == "sgd"
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """The names of the optimizer's per-parameter state tensors (``TrainState.optimizer``)."""
+        if self.is_sgd:
+            return ("momentum",) if self.momentum else ()
+        return ("exp_avg", "exp_avg_sq")
 
 
 @dataclass
 class TrainState:
-    """Everything that changes during training: trainable parameters, SGD momentum buffers
-    (empty without momentum) and the model's buffers (BatchNorm statistics)."""
+    """Everything that changes during training: trainable parameters, the optimizer's state
+    (per slot, then per parameter: SGD's ``momentum`` buffers, Adam's ``exp_avg`` and
+    ``exp_avg_sq``; empty before the first step), the model's buffers (BatchNorm statistics)
+    and the number of optimizer steps taken (Adam's bias correction)."""
 
     params: Tensors
-    momentum: Tensors
+    optimizer: dict[str, Tensors]
     buffers: Tensors
+    steps: int = 0
 
     def detached(self) -> "TrainState":
         return TrainState({k: v.detach() for k, v in self.params.items()},
-                          {k: v.detach() for k, v in self.momentum.items()},
-                          {k: v.detach() for k, v in self.buffers.items()})
+                          {s: {k: v.detach() for k, v in t.items()} for s, t in self.optimizer.items()},
+                          {k: v.detach() for k, v in self.buffers.items()}, self.steps)
+
+    def carried(self) -> dict[tuple[str, str], torch.Tensor]:
+        """The tensors one step hands the next through its update (parameters and optimizer
+        state, not buffers), keyed (slot, name) with slot ``param`` for the parameters."""
+        out = {("param", k): v for k, v in self.params.items()}
+        out.update({(s, k): v for s, t in self.optimizer.items() for k, v in t.items()})
+        return out
 
 
 def split_state_dict(model: nn.Module, state: Tensors) -> tuple[Tensors, Tensors]:
@@ -115,13 +145,14 @@ def autocast_context(device: torch.device, precision: str):
 
 
 def training_step(model: nn.Module, state: TrainState, x: torch.Tensor, y: torch.Tensor,
-                  sgd: SGDConfig, *, clips: tuple[ClipRule, ...] = (), create_graph: bool = False,
+                  rule: OptimizerConfig, *, clips: tuple[ClipRule, ...] = (), create_graph: bool = False,
                   precision: str = "fp32") -> tuple[TrainState, torch.Tensor]:
-    """One step of mini-batch SGD on the recipe's loss (mean over the batch), as torch.optim.SGD.
+    """One step of mini-batch training on the recipe's loss (mean over the batch), as
+    torch.optim.SGD, Adam or AdamW take it.
 
-    Gradient order: clip rules (the recipe's, then the simulation's), weight decay, momentum
-    (buffer = gradient at the first step), nesterov, update. With ``create_graph`` the result
-    stays differentiable with respect to ``x`` and to the incoming state.
+    Gradient order: clip rules (the recipe's, then the simulation's), then the optimizer's
+    rule (``sgd_update`` or ``adam_update``). With ``create_graph`` the result stays
+    differentiable with respect to ``x`` and to the incoming state.
     """
     names = list(state.params)
     buffers = state.buffers
@@ -132,24 +163,32 @@ def training_step(model: nn.Module, state: TrainState, x: torch.Tensor, y: torch
         logits = functional_call(model, {**state.params, **buffers}, (x,))
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # loss and gradients accumulate in full precision
-    loss = training_loss(sgd.loss, logits, y)
+    loss = training_loss(rule.loss, logits, y)
     grads = list(torch.autograd.grad(loss, [state.params[n] for n in names],
                                      create_graph=create_graph))
-    for rule in clips:
-        grads = clip_by_global_norm(grads, rule)
-    new_params, new_momentum = {}, {}
+    for clip in clips:
+        grads = clip_by_global_norm(grads, clip)
+    steps = state.steps + 1
+    new_params: Tensors = {}
+    new_slots: dict[str, Tensors] = {s: {} for s in rule.slots}
     for name, g in zip(names, grads):
-        new_params[name], buf = sgd_update(state.params[name], g, state.momentum.get(name), sgd)
-        if buf is not None:
-            new_momentum[name] = buf
-    return TrainState(new_params, new_momentum, buffers), loss.detach()
+        p = state.params[name]
+        if rule.is_sgd:
+            new_params[name], buf = sgd_update(p, g, state.optimizer.get("momentum", {}).get(name), rule)
+            if buf is not None:
+                new_slots["momentum"][name] = buf
+        else:
+            new_params[name], new_slots["exp_avg"][name], new_slots["exp_avg_sq"][name] = adam_update(
+                p, g, state.optimizer.get("exp_avg", {}).get(name),
+                state.optimizer.get("exp_avg_sq", {}).get(name), steps, rule)
+    return TrainState(new_params, new_slots, buffers, steps), loss.detach()
 
 
 def tensor_add(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.add(a, b, alpha=alpha)
 
 
-def sgd_update(p: T, g: T, prev: T | None, sgd: SGDConfig,
+def sgd_update(p: T, g: T, prev: T | None, sgd: OptimizerConfig,
                add: Callable[[T, T, float], T] = tensor_add) -> tuple[T, T | None]:  # type: ignore[assignment]
     """torch.optim.SGD's rule for one parameter: weight decay, momentum (the buffer is the
     gradient at the first step), nesterov, update. Returns (new parameter, new momentum buffer
@@ -164,6 +203,37 @@ def sgd_update(p: T, g: T, prev: T | None, sgd: SGDConfig,
         buf = g if prev is None else add(g, prev, sgd.momentum)
         g = add(g, buf, sgd.momentum) if sgd.nesterov else buf
     return add(p, g, -sgd.lr), buf
+
+
+def adam_update(p: torch.Tensor, g: torch.Tensor, exp_avg: torch.Tensor | None,
+                exp_avg_sq: torch.Tensor | None, step: int,
+                rule: OptimizerConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch.optim.Adam's (``adam``: weight decay added to the gradient) or AdamW's (``adamw``:
+    the parameter shrinks by ``lr * weight_decay`` first) rule for one parameter at optimizer
+    step ``step`` (1 at the first), in torch's order of operations. ``None`` moments are the
+    zeros torch starts from. Returns (new parameter, exp_avg, exp_avg_sq)."""
+    beta1, beta2 = rule.betas
+    if rule.weight_decay:
+        if rule.name == "adamw":
+            p = p * (1 - rule.lr * rule.weight_decay)
+        else:
+            g = torch.add(g, p, alpha=rule.weight_decay)
+    exp_avg = g * (1 - beta1) if exp_avg is None else torch.lerp(exp_avg, g, 1 - beta1)
+    exp_avg_sq = (g * g * (1 - beta2) if exp_avg_sq is None
+                  else torch.addcmul(exp_avg_sq * beta2, g, g, value=1 - beta2))
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    denom = _sqrt_with_zero_slope(exp_avg_sq) / bias_correction2_sqrt + rule.eps
+    return torch.addcdiv(p, exp_avg, denom, value=-rule.lr / bias_correction1), exp_avg, exp_avg_sq
+
+
+def _sqrt_with_zero_slope(v: torch.Tensor) -> torch.Tensor:
+    """``sqrt(v)``, whose derivative at ``v = 0`` (a parameter no image has moved yet) is taken
+    as 0 instead of inf: inf times the zero gradient there would make the image gradient NaN."""
+    if not v.requires_grad:
+        return v.sqrt()
+    positive = v > 0
+    return torch.where(positive, torch.where(positive, v, torch.ones_like(v)).sqrt(), torch.zeros_like(v))
 
 
 def batch_slices(n: int, batch_size: int) -> list[slice]:
