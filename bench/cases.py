@@ -154,6 +154,15 @@ register(Case("mlp-20-cosine-wd", "MLP 3072-1000-1000-10 from scratch, 2 images/
 register(Case("mlp-20-cosine-wd-undeclared", "mlp-20-cosine-wd's target, the audit told a constant lr "
               "(the schedule left out of its recipe)", COSINE_MLP, per_class=2, cpu_iterations=500,
               declared_recipe=MOMENTUM_MLP))
+# Trained with AdamW (lr 1e-4, torch's weight decay 0.01), declared to the audit or not (the
+# audit then assumes the paper's SGD at lr 0.01). Adam's update is not linear in the images: the
+# generic engine runs it, without the low-rank engine or the input span.
+ADAMW_MLP = {**mlp_recipe(), "optimizer": {"name": "adamw", "lr": 1e-4}}
+register(Case("mlp-20-adamw", "MLP 3072-1000-1000-10 from scratch, 2 images/class, AdamW (lr 1e-4, "
+              "weight decay 0.01)", ADAMW_MLP, per_class=2, cpu_iterations=500))
+register(Case("mlp-20-adamw-undeclared", "mlp-20-adamw's target, the audit told SGD at lr 0.01 (the "
+              "optimizer left out of its recipe)", ADAMW_MLP, per_class=2, cpu_iterations=500,
+              declared_recipe=mlp_recipe()))
 # The paper's binary MLP: d-1000-1000-1, logistic loss (Haim et al.'s setting).
 BINARY = mlp_recipe(num_classes=2, loss="logistic")
 register(Case("binary-mlp-20", "MLP 3072-1000-1000-1 (logistic), vehicles vs animals, 10+10 images",
