@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from core.architectures import expected_manifest, model_for_recipe
 from core.errors import CheckpointError
 from core.recipe import Recipe
-from core.training_step import split_state_dict
+from core.training_step import check_frozen, trainable_split
 from core.types import Tensors
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -332,6 +332,8 @@ def manifest_of(state: Tensors) -> dict[str, tuple[list[int], str]]:
 def check_manifest(recipe: Recipe, tensors: dict[str, tuple[list[int], str]], name: str) -> None:
     """The checkpoint's keys, shapes and dtypes fit the recipe's architecture (built on the
     meta device: no memory, no tensor data)."""
+    with torch.device("meta"):
+        check_frozen(model_for_recipe(recipe), recipe)
     expected = expected_manifest(recipe)
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
@@ -351,16 +353,21 @@ def check_manifest(recipe: Recipe, tensors: dict[str, tuple[list[int], str]], na
 
 
 def check_values(recipe: Recipe, theta0: Tensors | None, thetaf: Tensors) -> None:
-    """What only the values tell: theta0 and thetaf differ, and an eval-mode recipe left the
-    BatchNorm statistics alone. (``load_checkpoint`` already refused NaN and Inf.)"""
+    """What only the values tell: theta0 and thetaf differ in the trained parameters and agree
+    on the frozen ones, and an eval-mode recipe left the BatchNorm statistics alone. (``load_checkpoint`` already refused NaN and Inf.)"""
     if theta0 is None:
         return
     with torch.device("meta"):
         model = model_for_recipe(recipe)
-    params0, buffers0 = split_state_dict(model, theta0)
-    paramsf, buffersf = split_state_dict(model, thetaf)
+    params0, frozen0, buffers0 = trainable_split(model, theta0, recipe)
+    paramsf, frozenf, buffersf = trainable_split(model, thetaf, recipe)
     if all(torch.equal(params0[k].float(), paramsf[k].float()) for k in params0):
-        raise CheckpointError("theta0 and thetaf have identical parameters: nothing was trained")
+        raise CheckpointError("theta0 and thetaf have identical parameters: nothing was trained"
+                              + (" (outside recipe.frozen)" if frozen0 else ""))
+    for k, v in frozen0.items():
+        if not torch.equal(v, frozenf[k]):
+            raise CheckpointError(f"recipe.frozen freezes {k!r}, but theta0 and thetaf disagree on it: "
+                                  "the training changed it, so leave it out of frozen")
     if recipe.model_mode == "eval":
         for k, v in buffers0.items():
             if v.is_floating_point() and not torch.equal(v, buffersf[k]):

@@ -53,7 +53,8 @@ def applies(model: nn.Module, recipe: Recipe) -> bool:
     (whether the change also shows the span is for ``input_span_basis`` to see): SGD's updates
     are sums of gradients, each in that span; Adam divides each entry by its own running
     magnitude, which leaves it."""
-    return (input_weight_name(model) is not None and not recipe.augment
+    name = input_weight_name(model)
+    return (name is not None and not recipe.is_frozen(name) and not recipe.augment
             and recipe.optimizer.name == "sgd")
 
 

@@ -40,7 +40,7 @@ def total_gradient_norms(plan: SimulationPlan, state0: TrainState, x: torch.Tens
         b = plan.step_batch(step)
         model.eval()
         params = {k: v.detach() for k, v in state.params.items()}
-        g = per_sample(params, state.buffers, x[b], y[b])
+        g = per_sample(params, {**state.frozen, **state.buffers}, x[b], y[b])
         model.train(was_training)
         for local, idx in enumerate(range(b.start, b.stop)):
             acc = totals.setdefault(idx, {k: torch.zeros_like(v) for k, v in params.items()})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -102,6 +102,11 @@ class Recipe(UserModel):
     clip_grad_norm: float | None = Field(
         None, gt=0, description="max global gradient norm used by the real training, if any")
     augment: bool = Field(False, description="random crop + flip in real training (pretraining only)")
+    frozen: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=1000,
+        description="parameters the training left alone (requires_grad False), by name or by a "
+        "prefix of whole name components: 'features' freezes features.0.weight and the rest of "
+        "the backbone, 'layers.0.weight' one tensor")
 
     @model_validator(mode="before")
     @classmethod
@@ -141,6 +146,18 @@ class Recipe(UserModel):
         if self.loss == "logistic" and self.num_classes != 2:
             raise ValueError("loss logistic is binary: num_classes must be 2")
         return self
+
+    @field_validator("frozen")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("frozen names a parameter twice")
+        return v
+
+    def is_frozen(self, name: str) -> bool:
+        """Whether parameter ``name`` is frozen: an entry equal to it or to a prefix of its
+        dot-separated components ('layers.0' freezes 'layers.0.weight', not 'layers.01.weight')."""
+        return any(name == f or name.startswith(f + ".") for f in self.frozen)
 
     @property
     def num_outputs(self) -> int:

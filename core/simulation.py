@@ -102,7 +102,7 @@ def leaf_state(state: TrainState) -> TrainState:
     return TrainState({k: v.detach().requires_grad_() for k, v in state.params.items()},
                       {s: {k: v.detach().requires_grad_() for k, v in t.items()}
                        for s, t in state.optimizer.items()},
-                      {k: v.detach() for k, v in state.buffers.items()}, state.steps)
+                      {k: v.detach() for k, v in state.buffers.items()}, state.steps, state.frozen)
 
 
 class DisplacementObjective:

@@ -13,7 +13,7 @@ from core.losses import get_loss
 from core.lr_schedule import step_learning_rates
 from core.recipe import Recipe
 from core.training_step import (OptimizerConfig, TrainState, augment_batch, batch_slices, epoch_orders,
-                                recipe_clip_rules, set_model_mode, split_state_dict, training_step)
+                                recipe_clip_rules, set_model_mode, trainable_split, training_step)
 from core.types import Tensors
 
 
@@ -24,9 +24,9 @@ def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, r
     full final state dict (parameters and buffers) on the CPU."""
     device = torch.device(device)
     model = set_model_mode(model.to(device), recipe)
-    params, buffers = split_state_dict(model, {k: v.to(device) for k, v in theta0.items()})
+    params, frozen, buffers = trainable_split(model, {k: v.to(device) for k, v in theta0.items()}, recipe)
     state = TrainState({k: v.detach().clone().requires_grad_() for k, v in params.items()}, {},
-                       {k: v.clone() for k, v in buffers.items()})
+                       {k: v.clone() for k, v in buffers.items()}, frozen=frozen)
     x, y = x.to(device), y.to(device)
     sgd = OptimizerConfig.from_recipe(recipe)
     lrs = iter(step_learning_rates(recipe, len(x)))
@@ -44,7 +44,7 @@ def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, r
             losses.append(float(loss))
         if on_epoch:
             on_epoch(epoch, sum(losses) / len(losses))
-    out = {k: v.detach().cpu() for k, v in {**state.params, **state.buffers}.items()}
+    out = {k: v.detach().cpu() for k, v in {**state.params, **state.frozen, **state.buffers}.items()}
     return {k: out[k] for k in theta0}  # keep theta0's key order
 
 

@@ -10,7 +10,7 @@ run this exact code, a simulation fed the true images reproduces thetaf.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, TypeVar
 
 import torch
@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from core.errors import RecipeError
 from core.losses import training_loss
 from core.recipe import Recipe
 from core.types import Tensors
@@ -82,17 +83,19 @@ class TrainState:
     """Everything that changes during training: trainable parameters, the optimizer's state
     (per slot, then per parameter: SGD's ``momentum`` buffers, Adam's ``exp_avg`` and
     ``exp_avg_sq``; empty before the first step), the model's buffers (BatchNorm statistics)
-    and the number of optimizer steps taken (Adam's bias correction)."""
+    and the number of optimizer steps taken (Adam's bias correction). ``frozen``: the parameters
+    the recipe does not train, constants of every step."""
 
     params: Tensors
     optimizer: dict[str, Tensors]
     buffers: Tensors
     steps: int = 0
+    frozen: Tensors = field(default_factory=dict)
 
     def detached(self) -> "TrainState":
         return TrainState({k: v.detach() for k, v in self.params.items()},
                           {s: {k: v.detach() for k, v in t.items()} for s, t in self.optimizer.items()},
-                          {k: v.detach() for k, v in self.buffers.items()}, self.steps)
+                          {k: v.detach() for k, v in self.buffers.items()}, self.steps, self.frozen)
 
     def carried(self) -> dict[tuple[str, str], torch.Tensor]:
         """The tensors one step hands the next through its update (parameters and optimizer
@@ -108,6 +111,29 @@ def split_state_dict(model: nn.Module, state: Tensors) -> tuple[Tensors, Tensors
     params = {k: v for k, v in state.items() if k in param_names}
     buffers = {k: v for k, v in state.items() if k not in param_names}
     return params, buffers
+
+
+def check_frozen(model: nn.Module, recipe: Recipe) -> None:
+    """Every ``frozen`` entry names parameters of the model, and some parameter is still
+    trained: otherwise the recipe describes another network, or no training at all."""
+    names = [n for n, _ in model.named_parameters()]
+    for entry in recipe.frozen:
+        if not any(n == entry or n.startswith(entry + ".") for n in names):
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            raise RecipeError(f"recipe.frozen: {entry!r} names no parameter of {recipe.architecture} "
+                              f"(its parameters: {shown})")
+    if names and all(recipe.is_frozen(n) for n in names):
+        raise RecipeError("recipe.frozen freezes every parameter: nothing was trained")
+
+
+def trainable_split(model: nn.Module, state: Tensors, recipe: Recipe) -> tuple[Tensors, Tensors, Tensors]:
+    """(trained parameters, frozen parameters, buffers) of a state dict, by the recipe's
+    ``frozen`` (checked against the model first)."""
+    check_frozen(model, recipe)
+    params, buffers = split_state_dict(model, state)
+    trained = {k: v for k, v in params.items() if not recipe.is_frozen(k)}
+    frozen = {k: v for k, v in params.items() if recipe.is_frozen(k)}
+    return trained, frozen, buffers
 
 
 def set_model_mode(model: nn.Module, recipe: Recipe) -> nn.Module:
@@ -160,7 +186,7 @@ def training_step(model: nn.Module, state: TrainState, x: torch.Tensor, y: torch
         # BatchNorm updates running statistics in place; never write into the caller's tensors.
         buffers = {k: v.clone() for k, v in buffers.items()}
     with autocast_context(x.device, precision):
-        logits = functional_call(model, {**state.params, **buffers}, (x,))
+        logits = functional_call(model, {**state.params, **state.frozen, **buffers}, (x,))
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # loss and gradients accumulate in full precision
     loss = training_loss(rule.loss, logits, y)
@@ -181,7 +207,7 @@ def training_step(model: nn.Module, state: TrainState, x: torch.Tensor, y: torch
             new_params[name], new_slots["exp_avg"][name], new_slots["exp_avg_sq"][name] = adam_update(
                 p, g, state.optimizer.get("exp_avg", {}).get(name),
                 state.optimizer.get("exp_avg_sq", {}).get(name), steps, rule)
-    return TrainState(new_params, new_slots, buffers, steps), loss.detach()
+    return TrainState(new_params, new_slots, buffers, steps, state.frozen), loss.detach()
 
 
 def tensor_add(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:

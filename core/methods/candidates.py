@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from core.architectures import model_for_recipe
 from core.recipe import Recipe
-from core.training_step import split_state_dict
+from core.training_step import trainable_split
 from core.types import Tensors
 
 
@@ -40,10 +40,11 @@ class FunctionalModel:
         self.device = device
 
     def split(self, state: Tensors) -> tuple[Tensors, Tensors]:
-        """(trainable parameters as float32 leaves that require grad, buffers) of a checkpoint."""
-        params, buffers = split_state_dict(self.model, state)
+        """(trained parameters as float32 leaves that require grad, the rest: frozen parameters
+        and buffers) of a checkpoint."""
+        params, frozen, buffers = trainable_split(self.model, state, self.recipe)
         return ({k: v.to(self.device, torch.float32).requires_grad_() for k, v in params.items()},
-                {k: v.to(self.device) for k, v in buffers.items()})
+                {k: v.to(self.device) for k, v in {**frozen, **buffers}.items()})
 
     def __call__(self, params: Tensors, buffers: Tensors, x: torch.Tensor) -> torch.Tensor:
         """The outputs, in float32 or wider even under bf16 autocast."""

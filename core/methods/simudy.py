@@ -24,7 +24,7 @@ from core.ranking import rank_images, total_gradient_norms
 from core.recipe import Recipe
 from core.schema import AdamBetas, UserModel
 from core.training_step import (ClipRule, TrainState, recipe_clip_rules, set_model_mode,
-                                split_state_dict)
+                                trainable_split)
 from core import input_span as span_rules
 from core import simulation_lowrank
 from core.input_span import InputSpan
@@ -133,9 +133,10 @@ class SimuDy(IterativeMethod):
             p.requires_grad_(False)  # the functional state carries the gradients, not the module
         dev = {k: v.to(self.device, torch.float32) if v.is_floating_point() else v.to(self.device)
                for k, v in inputs.theta0.items()}
-        params0, buffers0 = split_state_dict(self.model, dev)
-        paramsf, _ = split_state_dict(self.model, {k: v.to(self.device) for k, v in inputs.thetaf.items()})
-        self.state0 = TrainState(params0, {}, buffers0)
+        params0, frozen0, buffers0 = trainable_split(self.model, dev, recipe)
+        paramsf, _, _ = trainable_split(self.model, {k: v.to(self.device) for k, v in inputs.thetaf.items()},
+                                        recipe)
+        self.state0 = TrainState(params0, {}, buffers0, frozen=frozen0)
         self.objective = DisplacementObjective(params0, {k: v.float() for k, v in paramsf.items()},
                                                s.tv_weight)
         self.simulated_lr = s.simulated_lr or recipe.optimizer.lr

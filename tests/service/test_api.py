@@ -210,6 +210,8 @@ def test_submit_validates_before_queueing(app_client, teams):
           "settings": settings()}, "momentum and nesterov are SGD's: adamw has betas instead"),
         ({**base, "recipe": {**RECIPE, "optimizer": {"name": "adamw", "lr": 0.01}},
           "settings": {**settings(), "input_span": "on"}}, "trained with SGD without augmentation"),
+        ({**base, "recipe": {**RECIPE, "frozen": ["layers.9"]}, "settings": settings()},
+         "recipe.frozen: 'layers.9' names no parameter of mlp"),
         # JSON true is not the integer 1, nor 1 true (in the settings and in the recipe)
         ({**base, "settings": {**settings(), "num_images": True}}, "num_images: Input should be a valid integer"),
         ({**base, "settings": {**settings(), "iterations": True}}, "iterations: Input should be a valid integer"),
