@@ -26,20 +26,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.local import bind
     from api.main import create_app
     from service.cli import schema_ready
     from service.config import get_config
 
-    schema_ready()
     if args.workers < 1:
         raise SimudyError("--workers must be at least 1")
-    config = get_config()
-    options = {"host": args.host, "port": args.port, "log_level": "info",
-               "access_log": config.access_log}
-    if args.workers == 1:
-        uvicorn.run(create_app(config), **options)
-    else:  # each process builds its own app from the same environment
-        uvicorn.run("api.main:create_app", factory=True, workers=args.workers, **options)
+    sock = bind(args.host, args.port)  # a port in use is one line, before anything starts
+    try:
+        schema_ready()
+        config = get_config()
+        options = {"host": args.host, "port": args.port, "log_level": "info",
+                   "access_log": config.access_log}
+        if args.workers == 1:
+            uvicorn.Server(uvicorn.Config(create_app(config), **options)).run(sockets=[sock])
+            return 0
+    finally:
+        sock.close()
+    # each process builds its own app from the same environment; uvicorn's supervisor binds the
+    # port (checked free just above) and hands it to them
+    uvicorn.run("api.main:create_app", factory=True, workers=args.workers, **options)
     return 0
 
 

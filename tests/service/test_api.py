@@ -361,6 +361,19 @@ def test_local_refuses_a_port_in_use_in_one_line_before_starting_anything(tmp_pa
     assert "Dashboard" not in out.out and not (tmp_path / "var").exists()  # no migration, no worker
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_a_port_in_use_in_one_line(workers, capsys):
+    import socket
+
+    from simudy.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--workers", workers]) == 2
+    assert capsys.readouterr().err == (f"simudy serve: error: port {port} is in use: stop what uses "
+                                       "it, or choose another with --port\n")
+
+
 def test_local_logs_one_access_line_per_request(tmp_path):
     """As README says of every API (``SIMUDY_ACCESS_LOG``, default on): ``simudy local`` too."""
     import signal
