@@ -7,19 +7,15 @@
 - Storage away is 503.
 - Anything else is logged and answered 500 without details.
 
-``document_errors`` makes the OpenAPI document say so: every operation lists the error
-statuses it can answer with the ``Message`` schema (FastAPI's default 422 schema describes a
-list that this server never sends).
+The OpenAPI document says so (``api/openapi.py``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -83,44 +79,3 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; the service log has the details"},
                             status_code=500)
-
-
-ERRORS = {
-    "400": "malformed request (e.g. an invalid cursor or multipart body)",
-    "401": "missing, invalid or revoked API key",
-    "408": "the upload stalled",
-    "413": "the body is larger than the service accepts",
-    "415": "wrong content type",
-    "422": "invalid input, named in the message",
-    "429": "too many failed authentications from this address",
-    "503": "the database or object storage is unavailable; try again",
-}
-
-
-def document_errors(app: FastAPI) -> None:
-    """Replace FastAPI's OpenAPI generation with one whose error responses match the server."""
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        spec = get_openapi(title=app.title, version=app.version, description=app.description,
-                           routes=app.routes)
-        message = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}}}
-        for path, item in spec.get("paths", {}).items():
-            for method, op in item.items():
-                responses = op.setdefault("responses", {})
-                public = path in ("/healthz", "/readyz") or path.startswith("/v1/catalog")
-                wanted = ["422"] + ([] if public else ["401", "429", "503"])
-                if op.get("requestBody"):
-                    wanted += ["400", "413"]
-                for code in wanted + [c for c in responses if c in ERRORS]:
-                    responses[code] = {"description": responses.get(code, {}).get("description")
-                                       or ERRORS[code], **message}
-        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-        for name in ("HTTPValidationError", "ValidationError"):
-            schemas.pop(name, None)
-        schemas.setdefault("Message", {"title": "Message", "type": "object", "required": ["detail"],
-                                       "properties": {"detail": {"type": "string", "title": "Detail"}}})
-        app.openapi_schema = spec
-        return spec
-
-    app.openapi = openapi  # type: ignore[method-assign]

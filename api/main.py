@@ -7,16 +7,16 @@ import gc
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
 from api.body_limit import BodyLimit
-from api.errors import document_errors, install_error_handlers
+from api.errors import install_error_handlers
+from api.openapi import install_openapi
 from api.routes import audit, catalog, checkpoints, health, jobs, reports
 from api.web.site import install_web
 from service.config import ServiceConfig, get_config
-from service.limits import published_maxima, publish_limits
+from service.limits import published_maxima
 
 DESCRIPTION = """Reconstruct the training images of a neural network from its initial and final
 weights (SimuDy, ICLR 2025), to audit what it memorised. Authenticate with
@@ -54,22 +54,6 @@ def create_app(config: ServiceConfig | None = None, *, sweep: bool = True) -> Fa
         app.include_router(module.router)
     install_web(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_json_bytes)
-    document_errors(app)
-    _publish_limits(app, published_maxima(config))
+    install_openapi(app, maxima=published_maxima(config))
     return app
 
-
-def _publish_limits(app: FastAPI, maxima: tuple[tuple[str, int], ...]) -> None:
-    """The OpenAPI document's job settings state this deployment's limits, as /v1/catalog does:
-    the models' own maxima are the engine's, far above what this server accepts."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        spec = build()
-        for schema in spec["components"]["schemas"]["JobCreate"]["properties"]["settings"]["oneOf"]:
-            publish_limits(schema, maxima)
-        return spec
-
-    app.openapi = openapi  # type: ignore[method-assign]
