@@ -164,6 +164,20 @@ def read_truth(path: Path, recipe: Recipe) -> bytes:
     return data
 
 
+def eval_set(x: np.ndarray, y: np.ndarray, *, classes: list[int] | None, positive: list[int] | None,
+             name: str) -> tuple[np.ndarray, np.ndarray]:
+    """--eval's images labelled as the training's: only the --classes trained on, and with
+    --binary, 1 for the positive classes and 0 for the rest."""
+    if classes:
+        keep = np.isin(y, classes)
+        if not keep.any():
+            raise DatasetError(f"--eval {name} has no image of the --classes {', '.join(map(str, classes))}")
+        x, y = x[keep], y[keep]
+    if positive is not None:
+        y = np.isin(y, positive).astype(np.int64)
+    return x, y
+
+
 def make_out_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -193,6 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     test = load_dataset(args.eval) if args.eval else None  # checked before the training, not after
     if test is not None:
         check_images_fit(test[0], recipe, args.eval.name)
+        test = eval_set(*test, classes=args.classes, positive=positive, name=args.eval.name)
     if args.classes:
         if absent := sorted(set(args.classes) - set(np.unique(y).tolist())):
             raise DatasetError(f"--classes: class {absent[0]} has no images in {args.dataset.name}"

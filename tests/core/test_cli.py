@@ -23,6 +23,7 @@ def workdir(tmp_path_factory):
              y=np.arange(40) % 10)
     np.savez(d / "small.npz", x=np.zeros((10, 7, 7, 3), np.uint8), y=np.arange(10))  # not the recipe's
     np.savez(d / "chw.npz", x=np.zeros((10, 3, 8, 8), np.uint8), y=np.arange(10))  # channels first
+    np.savez(d / "small-labels.npz", x=np.zeros((2, 8, 8, 3), np.uint8), y=np.array([0, 1]))
     (d / "recipe.json").write_text(json.dumps({
         "architecture": "mlp", "arch_options": {"hidden": [32]}, "num_classes": 10,
         "image_shape": [3, 8, 8], "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": 3,
@@ -82,6 +83,32 @@ def test_lr_search_from_the_cli(trained):
     assert summary["simulated_lr"] == min(summary["lr_search"], key=lambda c: c["score"])["lr"]
 
 
+@pytest.mark.parametrize("extra, relabel", [
+    (["--binary", "0,1,2,3,4"], lambda x, y: (x, np.isin(y, [0, 1, 2, 3, 4]).astype(np.int64))),
+    (["--classes", "3", "7"], lambda x, y: (x[np.isin(y, [3, 7])], y[np.isin(y, [3, 7])])),
+], ids=["binary", "classes"])
+def test_train_scores_eval_images_labelled_as_the_training(workdir, extra, relabel):
+    """--eval's labels are the training's: mapped by --binary, restricted to --classes."""
+    import torch
+
+    from core.architectures import model_for_recipe
+    from core.checkpoints import load_checkpoint
+    from core.data import load_dataset, to_normalized
+    from core.recipe import load_recipe
+    from core.train import accuracy
+
+    out = workdir / f"eval-{extra[0][2:]}"
+    r = simudy("train", "--dataset", workdir / "data.npz", "--recipe", workdir / "recipe.json",
+               "--images-per-class", "1", "--eval", workdir / "data.npz", "--seed", "0", *extra,
+               "--out", out)
+    assert r.returncode == 0, r.stderr
+    recipe = load_recipe(workdir / "recipe.json")
+    x, y = relabel(*load_dataset(workdir / "data.npz"))
+    expected = accuracy(model_for_recipe(recipe), load_checkpoint(out / "thetaf.safetensors"),
+                        to_normalized(x, recipe), torch.from_numpy(y))
+    assert json.loads((out / "train_summary.json").read_text())["test_accuracy"] == expected
+
+
 @pytest.mark.parametrize("args, message", [
     (["reconstruct", "--theta0", "missing.pt", "--thetaf", "missing.pt", "--recipe", "recipe.json",
       "--num-images", "4", "--out", "o"], "cannot read checkpoint missing.pt"),
@@ -106,6 +133,9 @@ def test_lr_search_from_the_cli(trained):
       "--eval", "small.npz", "--seed", "0", "--out", "o"],  # one line: refused before any epoch
      "small.npz: x must be uint8 (N, H, W, C) = (N, 8, 8, 3) for the recipe's image_shape [3, 8, 8] "
      "(C, H, W), found [10, 7, 7, 3]"),
+    (["train", "--dataset", "data.npz", "--recipe", "recipe.json", "--images-per-class", "1",
+      "--classes", "3", "--eval", "small-labels.npz", "--seed", "0", "--out", "o"],
+     "--eval small-labels.npz has no image of the --classes 3"),
     (["train", "--dataset", "recipe.json", "--recipe", "recipe.json", "--all", "--seed", "0", "--out", "o"],
      "recipe.json is not a readable npz file: it must be an npz with arrays x and y"),
     (["reconstruct", "--theta0", "data.npz", "--thetaf", "data.npz", "--recipe", "recipe.json",
