@@ -7,11 +7,13 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import or_, select
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import SimudyError
-from service.db.models import ApiKey, Team, utcnow
+from service.db.models import ApiKey, AuditEvent, Team, utcnow
 
 KEY_PREFIX = "sdk_"
 
@@ -47,6 +49,29 @@ def create_key(session: Session, *, team: Team) -> tuple[ApiKey, str]:
     session.add(row)
     session.flush()
     return row, key
+
+
+def list_teams(session: Session) -> list[tuple[Team, int]]:
+    """Every team, by name, with its number of live (unrevoked) keys."""
+    live = (select(ApiKey.team_id, func.count().label("n")).where(ApiKey.revoked_at.is_(None))
+            .group_by(ApiKey.team_id).subquery())
+    rows = session.execute(select(Team, func.coalesce(live.c.n, 0)).outerjoin(live, live.c.team_id == Team.id)
+                           .order_by(Team.name))
+    return [(team, int(n)) for team, n in rows]
+
+
+def list_keys(session: Session, *, team: Team | None = None,
+              include_revoked: bool = False) -> list[tuple[ApiKey, datetime | None]]:
+    """Keys (of ``team``, or of every team), oldest first, each with the time of its last
+    action in the audit trail (None: never used)."""
+    last = (select(AuditEvent.api_key_id, func.max(AuditEvent.created_at).label("at"))
+            .group_by(AuditEvent.api_key_id).subquery())
+    q = select(ApiKey, last.c.at).outerjoin(last, last.c.api_key_id == ApiKey.id)
+    if team is not None:
+        q = q.where(ApiKey.team_id == team.id)
+    if not include_revoked:
+        q = q.where(ApiKey.revoked_at.is_(None))
+    return [(key, at) for key, at in session.execute(q.order_by(ApiKey.created_at, ApiKey.id))]
 
 
 def revoke_key(session: Session, *, id_or_prefix: str) -> ApiKey:
