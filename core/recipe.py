@@ -78,7 +78,7 @@ class Recipe(UserModel):
         "epochs": 20, "batch_size": 20, "shuffle": False, "model_mode": "eval"}]}}
 
     architecture: str = Field(..., max_length=100,
-                              description="mlp, convnet, resnet18, resnet50 or torchvision/<name>")
+                              description="mlp, convnet, resnet18, resnet50, vit or torchvision/<name>")
     arch_options: dict[str, Any] = Field(default_factory=dict)
     num_classes: int = Field(10, ge=2, le=100_000)
     image_shape: tuple[int, int, int] = (3, 32, 32)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 ModelFactory = Callable[[dict[str, Any], int, tuple[int, int, int]], nn.Module]
 ARCHITECTURES: Registry[ModelFactory] = Registry("architecture")
 
-from core.architectures import convnet, mlp, resnet_cifar, torchvision_models  # noqa: E402,F401
+from core.architectures import convnet, mlp, resnet_cifar, torchvision_models, vit  # noqa: E402,F401
 
 
 def build_model(name: str, options: dict[str, Any] | None, num_classes: int,

@@ -15,6 +15,7 @@ from core.simulation import (DisplacementObjective, SimulationPlan, leaf_state, 
 from .conftest import TEST_DEVICE, make_recipe, trained_pair
 
 DEV = TEST_DEVICE
+TINY_VIT = {"patch": 4, "dim": 16, "depth": 2, "heads": 2, "mlp_ratio": 2}
 
 CASES = {
     "mlp": dict(),
@@ -39,6 +40,10 @@ CASES = {
     "resnet50": dict(architecture="resnet50", arch_options={}, epochs=1, batch_size=5),
     "torchvision-resnet18": dict(architecture="torchvision/resnet18", arch_options={},
                                  image_shape=[3, 16, 16], epochs=2),
+    "vit-adamw-cosine": dict(architecture="vit", arch_options=TINY_VIT, optimizer={"name": "adamw", "lr": 0.01},
+                             lr_schedule={"name": "cosine", "interval": "step", "warmup": 2}),
+    "vit-sgd-momentum-clipped": dict(architecture="vit", arch_options=TINY_VIT, clip_grad_norm=1.0,
+                                     optimizer={"lr": 0.05, "momentum": 0.9}),
 }
 
 
@@ -150,3 +155,25 @@ def test_segment_checkpointing_gives_the_same_gradient(segment_steps):
         grads.append(leaf.grad)
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+
+
+def test_image_gradient_through_attention_matches_finite_differences():
+    """ViT: softmax attention, LayerNorm and GELU differentiated twice (explicit attention)."""
+    recipe = make_recipe(architecture="vit", arch_options=TINY_VIT, image_shape=[1, 8, 8], epochs=2,
+                         batch_size=3, normalize={"mean": [0.5], "std": [0.25]},
+                         optimizer={"name": "adamw", "lr": 0.01})
+    theta0, thetaf, _, _ = trained_pair(recipe, n=6)
+    plan, objective, state0 = _objective_setup(recipe, theta0, thetaf, n=6)
+    y = (torch.arange(6) % 10).to(DEV)
+    x = torch.randn(6, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(DEV)
+    leaf = x.clone().requires_grad_()
+    objective_and_image_grad(plan, objective, state0, leaf, y, ())
+    eps = 1e-6
+    for idx in [(0, 0, 0, 0), (2, 0, 5, 3), (5, 0, 7, 7)]:
+        values = []
+        for sign in (1, -1):
+            xp = x.clone()
+            xp[idx] += sign * eps
+            values.append(float(objective_and_image_grad(plan, objective, state0, xp.requires_grad_(), y, ()).loss))
+        numeric = (values[0] - values[1]) / (2 * eps)
+        assert abs(numeric - float(leaf.grad[idx])) <= 1e-5 + 1e-4 * abs(numeric), idx
