@@ -163,6 +163,14 @@ register(Case("mlp-20-adamw", "MLP 3072-1000-1000-10 from scratch, 2 images/clas
 register(Case("mlp-20-adamw-undeclared", "mlp-20-adamw's target, the audit told SGD at lr 0.01 (the "
               "optimizer left out of its recipe)", ADAMW_MLP, per_class=2, cpu_iterations=500,
               declared_recipe=mlp_recipe()))
+# A Vision Transformer trained as they usually are (AdamW), from scratch on 20 images: the
+# engine's generic path on attention, LayerNorm and GELU (no CNN or MLP shortcut applies).
+VIT_RECIPE = {"architecture": "vit", "arch_options": {"patch": 4, "dim": 96, "depth": 4, "heads": 3,
+                                                      "mlp_ratio": 2},
+              "num_classes": 10, "image_shape": [3, 32, 32], "optimizer": {"name": "adamw", "lr": 1e-3},
+              "epochs": 20, "batch_size": 20, "shuffle": False, "model_mode": "eval"}
+register(Case("vit-20", "ViT (patch 4, width 96, depth 4, 3 heads) from scratch, 2 images/class, "
+              "AdamW (lr 1e-3, weight decay 0.01)", VIT_RECIPE, per_class=2, cpu_iterations=500))
 # The paper's binary MLP: d-1000-1000-1, logistic loss (Haim et al.'s setting).
 BINARY = mlp_recipe(num_classes=2, loss="logistic")
 register(Case("binary-mlp-20", "MLP 3072-1000-1000-1 (logistic), vehicles vs animals, 10+10 images",
