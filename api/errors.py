@@ -17,6 +17,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = {"Retry-After": "5"}
 
 
-def _validation_line(err: RequestValidationError) -> str:
+def validation_line(err: RequestValidationError | ValidationError) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
@@ -44,7 +45,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_line(exc)}, status_code=422)
+        return JSONResponse({"detail": validation_line(exc)}, status_code=422)
 
     @app.exception_handler(SimudyError)
     async def simudy_error(_: Request, exc: SimudyError) -> JSONResponse:

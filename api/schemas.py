@@ -6,17 +6,19 @@ built-in one; the OpenAPI document shows one schema per registered method."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler,
-                      field_validator)
+                      ValidationInfo, field_validator)
 from pydantic_core import PydanticCustomError, core_schema
 
 from core.errors import RecipeError
 from core.job_settings import JobSettings
 from core.methods import method_names, parse_settings, settings_model
 from core.recipe import Recipe
+from service.crud.audit import AuditAction
 from service.lifecycle import JobStatus, Phase
 
 RECIPE_EXAMPLE = {"architecture": "mlp", "arch_options": {"hidden": [256]}, "num_classes": 10,
@@ -24,6 +26,7 @@ RECIPE_EXAMPLE = {"architecture": "mlp", "arch_options": {"hidden": [256]}, "num
                   "epochs": 2, "batch_size": 4}
 SETTINGS_EXAMPLE = {"method": "simudy", "num_images": 8, "iterations": 200, "image_lr": 0.01,
                     "seed": 0, "progress_every": 10}
+ID_PATTERN = "^[0-9a-f]{32}$"  # every id of ours (``service.db.models.new_id``)
 
 
 class _JobSettingsType:
@@ -176,6 +179,59 @@ class AuditEventPublic(BaseModel):
     api_key_id: str | None
     detail: dict[str, Any] | None
     created_at: datetime
+
+
+class AuditFilters(BaseModel):
+    """The audit trail's filters, shared by ``GET /v1/audit``, its CSV export and the dashboard's
+    page: an event is listed when it matches every one given. Times are ISO 8601 (a naive one is
+    UTC); ``since`` is inclusive and ``until`` exclusive, so back-to-back ranges never list an
+    event twice."""
+
+    model_config = ConfigDict(use_enum_values=True)
+    action: AuditAction | None = Field(None, examples=["upload"])
+    object_id: str | None = Field(None, pattern=ID_PATTERN, examples=["5f0c8e3b9d2a4f6e8a1b2c3d4e5f6a7b"],
+                                  description="a job, checkpoint or key id: every event about it")
+    api_key_id: str | None = Field(None, pattern=ID_PATTERN, description="the id of the key that acted")
+    since: datetime | None = Field(None, examples=["2025-01-01T00:00:00Z"],
+                                   description="events created at or after this time")
+    until: datetime | None = Field(None, examples=["2025-02-01T00:00:00Z"],
+                                   description="events created before this time")
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _iso_8601(cls, value: Any) -> Any:
+        """ISO 8601 only (pydantic alone would also read a number as a Unix time)."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError("iso_8601", "{value} is not an ISO 8601 date and time "
+                                      "(e.g. 2025-01-31T12:00:00Z)", {"value": repr(value)}) from None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        except OverflowError:
+            raise PydanticCustomError("datetime_range", "{value} is out of range in UTC",
+                                      {"value": value.isoformat()}) from None
+
+    @field_validator("until")
+    @classmethod
+    def _not_before_since(cls, until: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")
+        if until is not None and since is not None and since > until:
+            raise PydanticCustomError("time_range", "since ({since}) is after until ({until})",
+                                      {"since": since.isoformat(), "until": until.isoformat()})
+        return until
+
+    def query_string(self) -> str:
+        """The filters given, as the query string of a link that keeps them."""
+        return urlencode(self.model_dump(mode="json", exclude_none=True))
 
 
 class AuditList(BaseModel):

@@ -9,8 +9,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 
 from api.deps import ConfigDep, read_db
+from api.errors import validation_line
+from api.schemas import AuditFilters
 from api.web.forms import form_layout
 from api.web.render import ViewerDep, page
 from core.catalog import catalog
@@ -118,14 +121,27 @@ def checkpoint_page(request: Request, checkpoint_id: str, viewer: ViewerDep) -> 
                     used_by=jobs_using(session, checkpoint_id=ckpt.id), title=ckpt.filename or ckpt.id)
 
 
+def _filters_from(request: Request) -> tuple[AuditFilters, str]:
+    """The audit page's filters from its form (an empty field is no filter), and what is wrong
+    with them ("" when nothing is; then no filter is applied and no event is shown)."""
+    given = {name: value for name in AuditFilters.model_fields
+             if (value := request.query_params.get(name, "").strip())}
+    try:
+        return AuditFilters.model_validate(given), ""
+    except ValidationError as err:
+        return AuditFilters(), validation_line(err)
+
+
 @router.get("/audit")
 def audit_page(request: Request, viewer: ViewerDep,
-               action: Annotated[str | None, Query(max_length=32, pattern="^[a-z_]*$")] = None,
                before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> Response:
+    filters, problem = _filters_from(request)
     with read_db() as session:
-        rows = list_events(session, team_id=viewer.team_id, limit=PAGE_SIZE + 1, before_id=before,
-                           action=action or None)
+        rows = [] if problem else list_events(session, team_id=viewer.team_id, limit=PAGE_SIZE + 1,
+                                              before_id=before, **filters.model_dump())
         older = rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None
         prefixes = key_prefixes(session, team_id=viewer.team_id)
-        return page(request, "audit.html", viewer, events=rows[:PAGE_SIZE], action=action or "",
+        return page(request, "audit.html", viewer, status_code=422 if problem else 200,
+                    events=rows[:PAGE_SIZE], filters=filters, query=filters.query_string(), problem=problem,
+                    form={name: request.query_params.get(name, "") for name in AuditFilters.model_fields},
                     actions=[a.value for a in AuditAction], older=older, prefixes=prefixes, title="Audit trail")

@@ -34,6 +34,10 @@ def create_team(session: Session, *, name: str) -> Team:
     return team
 
 
+def team_name(session: Session, *, team_id: str) -> str:
+    return session.scalar(select(Team.name).where(Team.id == team_id))
+
+
 def get_team_by_name(session: Session, *, name: str) -> Team:
     team = session.scalar(select(Team).where(Team.name == name))
     if team is None:
