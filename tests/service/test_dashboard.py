@@ -3,8 +3,8 @@
 picker and by drag and drop, submit an audit through the schema-drawn form (a server error
 placed next to its field), watch it succeed, see the grid, score it with the true images, open
 the report and download its PDF, cancel a second job while its preview shows, be refused
-another team's objects and cross-site writes, sign out, and be told when the key is revoked.
-Every main page passes the accessibility checks and is saved as a screenshot."""
+another team's objects and cross-site writes, sign out, and be told when the key is revoked;
+filter the audit trail by an object and download it as CSV. Every main page passes the accessibility checks and is saved as a screenshot."""
 
 from __future__ import annotations
 
@@ -287,6 +287,49 @@ def tiny_sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_the_audit_trail_filtered_by_an_object_downloads_as_csv(server, browser, tmp_path):
+    import csv
+    import uuid
+
+    from service.crud.teams import create_key, create_team
+    from service.db.session import session_scope
+
+    with session_scope() as s:
+        _, key = create_key(s, team=create_team(s, name=f"trail-{uuid.uuid4().hex[:6]}"))
+    with httpx.Client(base_url=server) as client:
+        theta0, thetaf = upload_pair(client, {"Authorization": f"Bearer {key}"})
+    page = _page(browser, server)
+    _sign_in(page, key)
+    page.wait_for_url(f"{server}/jobs")
+
+    # filter by the object (the checkpoint page links there too) and a time from before it
+    page.goto(f"/checkpoints/{theta0}")
+    page.get_by_role("link", name="every event about this checkpoint").click()
+    page.wait_for_url(re.compile(rf".*/audit\?object_id={theta0}$"))
+    page.goto("/audit")
+    assert page.locator("#audit-table tbody tr").count() == 3  # sign-in and two uploads
+    page.get_by_label("Object id").fill(theta0)
+    page.get_by_label("From (UTC)").fill("2000-01-01T00:00:00")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(rf".*object_id={theta0}.*"))
+    rows = page.locator("#audit-table tbody tr")
+    assert rows.count() == 1 and "upload" in rows.first.inner_text() and theta0[:8] in rows.first.inner_text()
+    assert page.get_by_label("Object id").input_value() == theta0
+    _check_accessible(page, "09-audit-filtered")
+
+    # the CSV link carries the filters, and the page's session downloads it
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    assert re.fullmatch(r"simudy-audit-trail-[0-9a-f]{6}-\d{4}-\d{2}-\d{2}\.csv", download.value.suggested_filename)
+    path = tmp_path / "audit.csv"
+    download.value.save_as(path)
+    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))
+    assert rows[0] == ["id", "created_at", "action", "object_type", "object_id", "api_key_id", "key_prefix", "detail"]
+    assert [(r[2], r[3], r[4]) for r in rows[1:]] == [("upload", "checkpoint", theta0)]
+    assert thetaf not in path.read_text()
+    page.context.close()
 
 
 def test_a_revoked_key_ends_its_sessions_at_once(server, browser, team):
