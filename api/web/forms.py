@@ -1,8 +1,9 @@
 """Form fields drawn from a pydantic JSON schema (a method's settings from ``/v1/catalog``, the
 recipe), so a method registered tomorrow gets its form with no page change. Scalars (numbers,
 booleans, choices, text) become inputs, one level of nested objects is flattened
-(``optimizer.lr``, ``clipping.threshold``); whatever is left (lists, tuples, optional objects)
-is edited in the form's JSON box, which starts with those fields' defaults."""
+(``optimizer.lr``, ``clipping.threshold``); whatever is left (lists, tuples, optional objects,
+and a nested object's lists such as ``optimizer.betas``, under the object's name) is edited in
+the form's JSON box, which starts with those fields' defaults."""
 
 from __future__ import annotations
 
@@ -85,10 +86,16 @@ def form_layout(schema: dict[str, Any], defaults: dict[str, Any], *, skip: tuple
         inner = prop.get("properties")
         if prop.get("type") == "object" and inner and not nullable:
             inner_defaults = default if isinstance(default, dict) else {}
-            sub = [_scalar(f"{name}.{k}", *(_resolve(v, defs)), k in prop.get("required", ()),
-                           inner_defaults.get(k, v.get("default"))) for k, v in inner.items()]
-            if all(f is not None for f in sub):
-                fields.extend(f for f in sub if f is not None)
-                continue
+            left: dict[str, Any] = {}
+            for k, v in inner.items():
+                sub_default = inner_defaults.get(k, v.get("default"))
+                sub = _scalar(f"{name}.{k}", *(_resolve(v, defs)), k in prop.get("required", ()), sub_default)
+                if sub is not None:
+                    fields.append(sub)
+                else:  # a list or tuple of the object (optimizer.betas): the JSON box, nested
+                    left[k] = sub_default
+            if left:
+                rest[name] = left
+            continue
         rest[name] = default
     return FormLayout(fields, rest)

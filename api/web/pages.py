@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from api.deps import ConfigDep, read_db
 from api.errors import validation_line
@@ -58,10 +58,21 @@ def jobs_page(request: Request, viewer: ViewerDep,
                     next_cursor=next_cursor, title="Jobs")
 
 
+def _declared_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """Each optional field's declared default, nested models included: what a user who leaves
+    the field out gets (an AdamW weight decay left blank is torch's 0.01, not the 0.0 an SGD
+    default instance would show once validated)."""
+    out = {}
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            continue
+        value = field.get_default(call_default_factory=True)
+        out[name] = _declared_defaults(type(value)) if isinstance(value, BaseModel) else value
+    return out
+
+
 def _recipe_defaults() -> dict[str, Any]:
-    fields = Recipe.model_fields
-    out = {k: f.get_default(call_default_factory=True) for k, f in fields.items() if not f.is_required()}
-    return json.loads(json.dumps(out, default=lambda v: v.model_dump(mode="json")))
+    return json.loads(json.dumps(_declared_defaults(Recipe)))  # tuples as JSON lists
 
 
 @router.get("/jobs/new")

@@ -96,6 +96,10 @@ def _fill_job_form(page, *, name: str, iterations: int, image_lr: str) -> None: 
     page.get_by_label("architecture").fill("mlp")
     page.get_by_label("num classes").fill("4")
     page.get_by_label("optimizer: lr").fill("0.1")
+    # blank: the optimizer's own default (torch's, 0.01 for adamw); its betas in the JSON box
+    assert page.get_by_label("optimizer: weight decay").input_value() == ""
+    box = json.loads(page.get_by_label("Other recipe fields (JSON)").input_value())
+    assert box["optimizer"] == {"betas": [0.9, 0.999]}
     page.get_by_label("epochs", exact=True).fill("2")
     page.get_by_label("batch size", exact=True).fill("2")
     page.get_by_label("Other recipe fields (JSON)").fill('{"arch_options": {"hidden": [32]}, "image_shape": [3, 8, 8]}')

@@ -135,8 +135,12 @@ document.addEventListener("DOMContentLoaded", () => {
       if (v === undefined) return;
       if (input.dataset.kind === "checkbox") input.checked = Boolean(v); else input.value = v === null ? "" : v;
       if (keys.length === 1) delete rest[keys[0]];
+      else if (rest[keys[0]] && typeof rest[keys[0]] === "object") {  // a nested field: the rest of its object stays
+        rest[keys[0]] = {...rest[keys[0]]};
+        delete rest[keys[0]][keys[1]];
+        if (!Object.keys(rest[keys[0]]).length) delete rest[keys[0]];
+      }
     });
-    ["optimizer"].forEach((k) => { if (rest[k] && typeof rest[k] === "object") delete rest[k]; });
     document.getElementById("recipe-json").value = JSON.stringify(rest, null, 1);
   });
 
