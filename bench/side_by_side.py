@@ -101,8 +101,10 @@ def run_side_by_side(args, device: torch.device) -> Path:
         dest = prepare_checkout(Path(args.authors), tmp)
         for name in args.case:
             case = get_case(name)
-            if case.recipe["architecture"] != "mlp" or case.binary_per_group:
-                raise SimudyError(f"{name}: side-by-side supports the 10-class MLP cases")
+            if case.recipe["architecture"] != "mlp" or case.binary_per_group \
+                    or case.recipe["optimizer"].get("name", "sgd") != "sgd":
+                raise SimudyError(f"{name}: side-by-side supports the 10-class MLP cases trained with "
+                                  "SGD (the authors' code simulates SGD only)")
             prep = prepare(case, Path(args.data), Path(args.cache), device)
             recipe = json.loads(prep.recipe.model_dump_json())
             settings = case_settings(case, device, iterations=10**6)

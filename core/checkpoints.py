@@ -15,7 +15,8 @@ Two depths of reading:
   ``read_upload`` adds, at upload, a scan of the values from a memory map (NaN/Inf, no float
   tensor at all), so a job never queues on weights its worker would refuse.
 - ``load_checkpoint`` loads the values (worker, CLI), and ``check_values`` refuses NaN/Inf,
-  identical theta0/thetaf and BatchNorm statistics that changed under an eval-mode recipe.
+  identical trained parameters, frozen parameters that changed, and BatchNorm statistics that
+  changed under an eval-mode recipe.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from core.architectures import expected_manifest, model_for_recipe
 from core.errors import CheckpointError
 from core.recipe import Recipe
-from core.training_step import check_frozen, trainable_split
+from core.parameters import check_frozen, trainable_split
 from core.types import Tensors
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -352,6 +353,13 @@ def check_manifest(recipe: Recipe, tensors: dict[str, tuple[list[int], str]], na
             raise CheckpointError(f"{name}: {k!r} has dtype {got_dtype}, expected a floating-point tensor")
 
 
+def _at_common_precision(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both tensors in the narrower of their two float dtypes: a checkpoint saved in half
+    precision holds the same untouched values, rounded."""
+    low = min((a.dtype, b.dtype), key=lambda d: torch.finfo(d).bits if d.is_floating_point else 64)
+    return a.to(low), b.to(low)
+
+
 def check_values(recipe: Recipe, theta0: Tensors | None, thetaf: Tensors) -> None:
     """What only the values tell: theta0 and thetaf differ in the trained parameters and agree
     on the frozen ones, and an eval-mode recipe left the BatchNorm statistics alone. (``load_checkpoint`` already refused NaN and Inf.)"""
@@ -365,7 +373,7 @@ def check_values(recipe: Recipe, theta0: Tensors | None, thetaf: Tensors) -> Non
         raise CheckpointError("theta0 and thetaf have identical parameters: nothing was trained"
                               + (" (outside recipe.frozen)" if frozen0 else ""))
     for k, v in frozen0.items():
-        if not torch.equal(v, frozenf[k]):
+        if not torch.equal(*_at_common_precision(v, frozenf[k])):
             raise CheckpointError(f"recipe.frozen freezes {k!r}, but theta0 and thetaf disagree on it: "
                                   "the training changed it, so leave it out of frozen")
     if recipe.model_mode == "eval":

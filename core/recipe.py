@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from core.errors import RecipeError
 from core.lr_schedule import LRSchedule
-from core.schema import UserModel, parse_json_model
+from core.schema import AdamBetas, UserModel, parse_json_model
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -44,15 +44,8 @@ class Optimizer(UserModel):
     weight_decay: float | None = Field(
         None, ge=0, le=1, description="default: torch's, 0.01 for adamw and 0 otherwise")
     nesterov: bool = Field(False, description="sgd only")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="adam and adamw only")
+    betas: AdamBetas = Field((0.9, 0.999), description="adam and adamw only")
     eps: float = Field(1e-8, gt=0, le=1, description="adam and adamw only")
-
-    @field_validator("betas")
-    @classmethod
-    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= b < 1 for b in v):
-            raise ValueError("each beta must be in [0, 1)")
-        return v
 
     @model_validator(mode="after")
     def _fields_of_its_rule(self) -> "Optimizer":
@@ -62,8 +55,6 @@ class Optimizer(UserModel):
             raise ValueError("betas and eps are Adam's: sgd does not read them")
         if self.name != "sgd" and (self.momentum or self.nesterov):
             raise ValueError(f"momentum and nesterov are SGD's: {self.name} has betas instead")
-        if self.nesterov and not self.momentum:
-            raise ValueError("nesterov needs a momentum above 0 (as torch.optim.SGD)")
         if self.weight_decay is None:
             self.weight_decay = 0.01 if self.name == "adamw" else 0.0
         return self

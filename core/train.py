@@ -12,8 +12,9 @@ import torch.nn as nn
 from core.losses import get_loss
 from core.lr_schedule import step_learning_rates
 from core.recipe import Recipe
+from core.parameters import trainable_split
 from core.training_step import (OptimizerConfig, TrainState, augment_batch, batch_slices, epoch_orders,
-                                recipe_clip_rules, set_model_mode, trainable_split, training_step)
+                                recipe_clip_rules, set_model_mode, training_step)
 from core.types import Tensors
 
 
@@ -28,7 +29,7 @@ def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, r
     state = TrainState({k: v.detach().clone().requires_grad_() for k, v in params.items()}, {},
                        {k: v.clone() for k, v in buffers.items()}, frozen=frozen)
     x, y = x.to(device), y.to(device)
-    sgd = OptimizerConfig.from_recipe(recipe)
+    rule = OptimizerConfig.from_recipe(recipe)
     lrs = iter(step_learning_rates(recipe, len(x)))
     clips = recipe_clip_rules(recipe)
     generator = torch.Generator().manual_seed(seed)
@@ -38,7 +39,7 @@ def train(model: nn.Module, theta0: Tensors, x: torch.Tensor, y: torch.Tensor, r
         for batch in batch_slices(len(x), recipe.batch_size):
             idx = order[batch]
             xb = augment_batch(x[idx].cpu(), generator).to(device) if recipe.augment else x[idx]
-            state, loss = training_step(model, state, xb, y[idx], replace(sgd, lr=next(lrs)), clips=clips)
+            state, loss = training_step(model, state, xb, y[idx], replace(rule, lr=next(lrs)), clips=clips)
             state = state.detached()
             state.params = {k: v.requires_grad_() for k, v in state.params.items()}
             losses.append(float(loss))

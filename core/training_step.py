@@ -18,7 +18,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from core.errors import RecipeError
 from core.losses import training_loss
 from core.recipe import Recipe
 from core.types import Tensors
@@ -61,7 +60,7 @@ class OptimizerConfig:
     def from_recipe(cls, recipe: Recipe, lr: float | None = None) -> "OptimizerConfig":
         o = recipe.optimizer
         return cls(lr=o.lr if lr is None else lr, name=o.name, momentum=o.momentum,
-                   weight_decay=o.weight_decay or 0.0, nesterov=o.nesterov, betas=tuple(o.betas),
+                   weight_decay=o.weight_decay, nesterov=o.nesterov, betas=tuple(o.betas),
                    eps=o.eps, loss=recipe.loss)
 
     @property
@@ -103,37 +102,6 @@ class TrainState:
         out = {("param", k): v for k, v in self.params.items()}
         out.update({(s, k): v for s, t in self.optimizer.items() for k, v in t.items()})
         return out
-
-
-def split_state_dict(model: nn.Module, state: Tensors) -> tuple[Tensors, Tensors]:
-    """Split a state dict into (trainable parameters, buffers) by the model's own naming."""
-    param_names = {n for n, _ in model.named_parameters()}
-    params = {k: v for k, v in state.items() if k in param_names}
-    buffers = {k: v for k, v in state.items() if k not in param_names}
-    return params, buffers
-
-
-def check_frozen(model: nn.Module, recipe: Recipe) -> None:
-    """Every ``frozen`` entry names parameters of the model, and some parameter is still
-    trained: otherwise the recipe describes another network, or no training at all."""
-    names = [n for n, _ in model.named_parameters()]
-    for entry in recipe.frozen:
-        if not any(n == entry or n.startswith(entry + ".") for n in names):
-            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-            raise RecipeError(f"recipe.frozen: {entry!r} names no parameter of {recipe.architecture} "
-                              f"(its parameters: {shown})")
-    if names and all(recipe.is_frozen(n) for n in names):
-        raise RecipeError("recipe.frozen freezes every parameter: nothing was trained")
-
-
-def trainable_split(model: nn.Module, state: Tensors, recipe: Recipe) -> tuple[Tensors, Tensors, Tensors]:
-    """(trained parameters, frozen parameters, buffers) of a state dict, by the recipe's
-    ``frozen`` (checked against the model first)."""
-    check_frozen(model, recipe)
-    params, buffers = split_state_dict(model, state)
-    trained = {k: v for k, v in params.items() if not recipe.is_frozen(k)}
-    frozen = {k: v for k, v in params.items() if recipe.is_frozen(k)}
-    return trained, frozen, buffers
 
 
 def set_model_mode(model: nn.Module, recipe: Recipe) -> nn.Module:
@@ -245,7 +213,7 @@ def adam_update(p: torch.Tensor, g: torch.Tensor, exp_avg: torch.Tensor | None,
         else:
             g = torch.add(g, p, alpha=rule.weight_decay)
     exp_avg = g * (1 - beta1) if exp_avg is None else torch.lerp(exp_avg, g, 1 - beta1)
-    exp_avg_sq = (g * g * (1 - beta2) if exp_avg_sq is None
+    exp_avg_sq = (g * (1 - beta2) * g if exp_avg_sq is None  # addcmul's order on torch's zeros
                   else torch.addcmul(exp_avg_sq * beta2, g, g, value=1 - beta2))
     bias_correction1 = 1 - beta1 ** step
     bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
@@ -259,7 +227,7 @@ def _sqrt_with_zero_slope(v: torch.Tensor) -> torch.Tensor:
     if not v.requires_grad:
         return v.sqrt()
     positive = v > 0
-    return torch.where(positive, torch.where(positive, v, torch.ones_like(v)).sqrt(), torch.zeros_like(v))
+    return torch.where(positive, torch.where(positive, v, 1.0).sqrt(), 0.0)
 
 
 def batch_slices(n: int, batch_size: int) -> list[slice]:

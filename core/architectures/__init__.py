@@ -56,7 +56,7 @@ def expected_manifest(recipe: "Recipe") -> dict[str, tuple[list[int], str]]:
 
 
 def parameter_count(recipe: "Recipe") -> int:
-    """Trainable parameters of the recipe's model (built on the meta device)."""
+    """Parameters of the recipe's model, frozen ones included (built on the meta device)."""
     with torch.device("meta"):
         model = model_for_recipe(recipe)
     return sum(p.numel() for p in model.parameters())

@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from core.architectures import model_for_recipe
 from core.recipe import Recipe
-from core.training_step import trainable_split
+from core.parameters import trainable_split
 from core.types import Tensors
 
 

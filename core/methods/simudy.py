@@ -23,8 +23,8 @@ from core.methods.base import Cost, IterativeMethod, MethodInputs, MethodResult,
 from core.ranking import rank_images, total_gradient_norms
 from core.recipe import Recipe
 from core.schema import AdamBetas, UserModel
-from core.training_step import (ClipRule, TrainState, recipe_clip_rules, set_model_mode,
-                                trainable_split)
+from core.parameters import trainable_split
+from core.training_step import ClipRule, TrainState, recipe_clip_rules, set_model_mode
 from core import input_span as span_rules
 from core import simulation_lowrank
 from core.input_span import InputSpan
@@ -95,9 +95,10 @@ class SimudyOptions(UserModel):
     truncation_window: int = Field(5, ge=1, le=100_000, description="steps kept by gradient=truncated")
     input_span: Literal["auto", "on", "off"] = Field(
         "auto", description="keep the images in the row space of the first layer's weight change, "
-        "which holds every training image when the first layer is linear on the input (MLP), the "
-        "recipe has no augmentation (weight decay, when the recipe states it, is taken out), and "
-        "the change shows a clear rank "
+        "which holds every training image when the first layer is linear on the input (MLP) and "
+        "trained (not frozen), the recipe trains with SGD (Adam's update leaves the span) without "
+        "augmentation (weight decay, when the recipe states it, is taken out), and the change "
+        "shows a clear rank "
         "(core/input_span.py). auto: wherever that holds (measured, BENCHMARKS.md); on: refuse "
         "a job where it does not; off: images free (the authors' method)")
 
@@ -181,8 +182,8 @@ class SimuDy(IterativeMethod):
             model = model_for_recipe(recipe)
         if span_rules.applies(model, recipe):
             return []
-        return ["input_span 'on' needs a first layer that is linear on the input (mlp) and a recipe "
-                "trained with SGD without augmentation; use 'auto' or 'off'"]
+        return ["input_span 'on' needs a first layer that is linear on the input (mlp) and not "
+                "frozen, and a recipe trained with SGD without augmentation; use 'auto' or 'off'"]
 
     @property
     def input_span_rank(self) -> int | None:

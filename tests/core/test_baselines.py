@@ -23,7 +23,8 @@ from core.methods.kkt import KKT, kkt_terms, margins
 from core.methods.ntk import NTK, l2_weight, tangent_combination
 from core.pipeline import Pipeline
 from core.recipe import Recipe
-from core.training_step import TrainState, set_model_mode, split_state_dict
+from core.parameters import split_state_dict
+from core.training_step import TrainState, set_model_mode
 from core.simulation import SimulationPlan, simulate
 from core.state_io import state_from_bytes, state_to_bytes
 from tests.conftest import run_cli

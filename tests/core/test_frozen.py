@@ -13,10 +13,12 @@ from core.checkpoints import check_pair
 from core.errors import CheckpointError, RecipeError
 from core.input_span import applies
 from core.methods.candidates import FunctionalModel
-from core.simulation import DisplacementObjective, SimulationPlan, leaf_state, objective_and_image_grad, simulate
-from core.training_step import ClipRule, TrainState, batch_slices, set_model_mode, trainable_split
+from core.parameters import trainable_split
+from core.simulation import SimulationPlan, leaf_state, simulate
+from core.training_step import TrainState, recipe_clip_rules, set_model_mode
 
-from .conftest import TEST_DEVICE, make_recipe, make_simudy, trained_pair
+from .conftest import (TEST_DEVICE, assert_image_gradient_matches_finite_differences, make_recipe,
+                       make_simudy, objective_setup, torch_training, trained_pair)
 
 DEV = TEST_DEVICE
 CONVNET = dict(architecture="convnet", arch_options={"width": 4})
@@ -31,32 +33,14 @@ CASES = {
 }
 
 
-def _torch_optimizer(recipe, params):
-    o = recipe.optimizer
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_training_equals_torch_with_requires_grad_off(case):
     recipe = make_recipe(**CASES[case])
     theta0, thetaf, x, y = trained_pair(recipe)
-    model = set_model_mode(model_for_recipe(recipe), recipe)
-    model.load_state_dict(theta0)
-    for name, p in model.named_parameters():
-        p.requires_grad_(not recipe.is_frozen(name))
-    optimizer = _torch_optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
-    for b in batch_slices(len(x), recipe.batch_size) * recipe.epochs:
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[b]), y[b]).backward()
-        if recipe.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                           recipe.clip_grad_norm)
-        optimizer.step()
-    frozen = [n for n, _ in model.named_parameters() if recipe.is_frozen(n)]
+    reference = torch_training(recipe, theta0, x, y)  # frozen ones with requires_grad off
+    frozen = [n for n in reference if recipe.is_frozen(n)]
     assert frozen and all(torch.equal(thetaf[n], theta0[n]) for n in frozen)
-    for name, value in model.state_dict().items():
+    for name, value in reference.items():
         torch.testing.assert_close(thetaf[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
@@ -67,8 +51,8 @@ def test_simulation_with_true_images_reproduces_a_training_with_frozen_layers(ca
     model = set_model_mode(model_for_recipe(recipe), recipe).to(DEV)
     params, frozen, buffers = trainable_split(model, {k: v.to(DEV) for k, v in theta0.items()}, recipe)
     plan = SimulationPlan.for_recipe(model, recipe, len(x))
-    clips = (ClipRule(recipe.clip_grad_norm, recipe.clip_grad_norm),) if recipe.clip_grad_norm else ()
-    final = simulate(plan, leaf_state(TrainState(params, {}, buffers, frozen=frozen)), x.to(DEV), y.to(DEV), clips)
+    final = simulate(plan, leaf_state(TrainState(params, {}, buffers, frozen=frozen)), x.to(DEV), y.to(DEV),
+                     recipe_clip_rules(recipe))
     assert set(final.params).isdisjoint(frozen)
     for name, value in final.params.items():
         torch.testing.assert_close(value.detach().cpu(), thetaf[name], rtol=1e-5, atol=1e-6, msg=name)
@@ -79,26 +63,12 @@ def test_image_gradient_with_a_frozen_layer_matches_finite_differences():
                          normalize={"mean": [0.5], "std": [0.25]}, frozen=["layers.1"],
                          optimizer={"lr": 0.1, "momentum": 0.5})
     theta0, thetaf, _, _ = trained_pair(recipe, n=6)
-    model = set_model_mode(model_for_recipe(recipe), recipe).to(DEV, torch.float64)
-    to64 = lambda state: {k: v.to(DEV, torch.float64) for k, v in state.items()}  # noqa: E731
-    params, frozen, buffers = trainable_split(model, to64(theta0), recipe)
-    paramsf, _, _ = trainable_split(model, to64(thetaf), recipe)
-    plan = SimulationPlan.for_recipe(model, recipe, 6)
-    objective = DisplacementObjective(params, paramsf, tv_weight=0.01)
-    state0 = TrainState(params, {}, buffers, frozen=frozen)
+    plan, objective, state0 = objective_setup(recipe, theta0, thetaf, 6)
+    assert set(state0.frozen) == {"layers.1.weight"} and "layers.1.weight" not in objective.target
     y = (torch.arange(6) % 10).to(DEV)
     x = torch.randn(6, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(DEV)
-    leaf = x.clone().requires_grad_()
-    objective_and_image_grad(plan, objective, state0, leaf, y, ())
-    eps = 1e-6
-    for idx in [(0, 0, 0, 0), (2, 0, 1, 3), (5, 0, 3, 2)]:
-        values = []
-        for sign in (1, -1):
-            xp = x.clone()
-            xp[idx] += sign * eps
-            values.append(float(objective_and_image_grad(plan, objective, state0, xp.requires_grad_(), y, ()).loss))
-        numeric = (values[0] - values[1]) / (2 * eps)
-        assert abs(numeric - float(leaf.grad[idx])) <= 1e-5 + 1e-4 * abs(numeric), idx
+    assert_image_gradient_matches_finite_differences(plan, objective, state0, x, y, (),
+                                                     [(0, 0, 0, 0), (2, 0, 1, 3), (5, 0, 3, 2)])
 
 
 def test_simudy_matches_only_the_trained_parameters():
@@ -158,6 +128,24 @@ def test_checkpoints_that_contradict_the_frozen_list_are_refused():
     with pytest.raises(CheckpointError, match="recipe.frozen freezes 'layers.0.bias', but theta0 and "
                                               "thetaf disagree on it"):
         check_pair(recipe, theta0, moved)
+    check_pair(recipe, theta0, {k: v.half() for k, v in thetaf.items()})  # saved in half precision
     only_frozen_moved = {**theta0, "layers.0.bias": theta0["layers.0.bias"] + 1e-3}
     with pytest.raises(CheckpointError, match=r"identical parameters: nothing was trained \(outside recipe.frozen\)"):
         check_pair(recipe, theta0, only_frozen_moved)
+
+
+def test_the_ranking_reads_the_frozen_parameters_from_the_state():
+    """The gradient-norm ranking runs the model functionally: the frozen tensors come from the
+    state, never from the module's own (here zeroed) weights."""
+    from core.ranking import total_gradient_norms
+
+    recipe = make_recipe(frozen=["layers.0"])
+    theta0, thetaf, x, y = trained_pair(recipe)
+    plan, _, state0 = objective_setup(recipe, theta0, thetaf, 10, dtype=torch.float32)
+    x, y = x.to(DEV), y.to(DEV)
+    reference = total_gradient_norms(plan, state0, x, y)
+    with torch.no_grad():
+        for p in plan.model.parameters():
+            p.zero_()
+    torch.testing.assert_close(total_gradient_norms(plan, state0, x, y), reference)
+    assert (reference > 0).all()

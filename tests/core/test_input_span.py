@@ -11,7 +11,7 @@ from core.errors import RecipeError
 from core.input_span import (InputSpan, applies, clearest_coefficient, initial_weight_coefficients,
                               input_span_basis, span_rank)
 from core.methods.simudy import SimuDy
-from core.training_step import split_state_dict
+from core.parameters import split_state_dict
 
 from tests.core.conftest import make_recipe, make_simudy, simudy_settings, trained_pair
 

@@ -156,7 +156,7 @@ def test_a_boolean_is_never_a_number_nor_a_number_a_boolean():
     # what strictness must not refuse: JSON arrays for tuples, integers for floats
     s = parse_settings({"num_images": 2, "adam_betas": [0, 0.5], "image_lr": 1})
     assert s.adam_betas == (0.0, 0.5) and s.image_lr == 1.0
-    r = parse_recipe({**recipe, "optimizer": {"lr": 1, "momentum": 0.5, "nesterov": True}})
+    r = parse_recipe({**recipe, "optimizer": {"lr": 1, "nesterov": True}})
     assert r.image_shape == (3, 8, 8) and r.optimizer.lr == 1.0
 
 

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from core.architectures import model_for_recipe
-from core.training_step import (ClipRule, OptimizerConfig, TrainState, batch_slices, set_model_mode, split_state_dict,
-                                training_step)
-from core.simulation import (DisplacementObjective, SimulationPlan, leaf_state, objective_and_image_grad,
-                             simulate)
+from core.parameters import split_state_dict
+from core.simulation import SimulationPlan, leaf_state, objective_and_image_grad, simulate
+from core.training_step import (ClipRule, OptimizerConfig, TrainState, batch_slices, recipe_clip_rules,
+                                set_model_mode, training_step)
 
-from .conftest import TEST_DEVICE, make_recipe, trained_pair
+from .conftest import (TEST_DEVICE, assert_image_gradient_matches_finite_differences, make_recipe,
+                       objective_setup, trained_pair)
 
 DEV = TEST_DEVICE
 TINY_VIT = {"patch": 4, "dim": 16, "depth": 2, "heads": 2, "mlp_ratio": 2}
@@ -52,9 +53,8 @@ def _simulate_true(recipe, theta0, x, y):
     params, buffers = split_state_dict(model, {k: v.to(DEV) for k, v in theta0.items()})
     x, y = x.to(DEV), y.to(DEV)
     plan = SimulationPlan.for_recipe(model, recipe, len(x))
-    clips = (ClipRule(recipe.clip_grad_norm, recipe.clip_grad_norm),) if recipe.clip_grad_norm else ()
     state = TrainState({k: v.clone().requires_grad_() for k, v in params.items()}, {}, buffers)
-    return simulate(plan, state, x, y, clips, create_graph=True)
+    return simulate(plan, state, x, y, recipe_clip_rules(recipe), create_graph=True)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -84,7 +84,7 @@ def test_training_steps_equal_torch_optim_sgd(case):
                                 weight_decay=o.weight_decay, nesterov=o.nesterov)
     params, buffers = split_state_dict(model, {k: v.clone() for k, v in theta0.items()})
     state = TrainState(params, {}, buffers)
-    clips = (ClipRule(recipe.clip_grad_norm, recipe.clip_grad_norm),) if recipe.clip_grad_norm else ()
+    clips = recipe_clip_rules(recipe)
     for b in batch_slices(len(x), recipe.batch_size) * 2:
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x[b]), y[b]).backward()
@@ -106,37 +106,17 @@ def test_simulation_is_differentiable_in_the_images(mlp_case):
     assert g.abs().sum() > 0
 
 
-def _objective_setup(recipe, theta0, thetaf, n, dtype=torch.float64):
-    model = set_model_mode(model_for_recipe(recipe), recipe).to(DEV, dtype)
-    params, buffers = split_state_dict(model, {k: v.to(DEV, dtype) if v.is_floating_point() else v.to(DEV)
-                                               for k, v in theta0.items()})
-    paramsf, _ = split_state_dict(model, {k: v.to(DEV, dtype) for k, v in thetaf.items()})
-    plan = SimulationPlan.for_recipe(model, recipe, n)
-    return plan, DisplacementObjective(params, paramsf, tv_weight=0.01), TrainState(params, {}, buffers)
-
-
 @pytest.mark.parametrize("clip", [(), (ClipRule(0.5, 0.2),)], ids=["no-clip", "clip"])
 def test_image_gradient_matches_finite_differences(clip):
     recipe = make_recipe(arch_options={"hidden": [8]}, image_shape=[1, 4, 4], epochs=2, batch_size=3,
                          normalize={"mean": [0.5], "std": [0.25]},
                          optimizer={"lr": 0.1, "momentum": 0.5})
     theta0, thetaf, _, _ = trained_pair(recipe, n=6)
-    plan, objective, state0 = _objective_setup(recipe, theta0, thetaf, n=6)
+    plan, objective, state0 = objective_setup(recipe, theta0, thetaf, 6)
     y = (torch.arange(6) % 10).to(DEV)
     x = torch.randn(6, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(DEV)
-    leaf = x.clone().requires_grad_()
-    objective_and_image_grad(plan, objective, state0, leaf, y, clip)
-    analytic = leaf.grad.clone()
-    eps = 1e-6
-    for idx in [(0, 0, 0, 0), (2, 0, 1, 3), (5, 0, 3, 2), (3, 0, 2, 2)]:
-        values = []
-        for sign in (1, -1):
-            xp = x.clone()
-            xp[idx] += sign * eps
-            xp.requires_grad_()
-            values.append(float(objective_and_image_grad(plan, objective, state0, xp, y, clip).loss))
-        numeric = (values[0] - values[1]) / (2 * eps)
-        assert abs(numeric - float(analytic[idx])) <= 1e-5 + 1e-4 * abs(numeric), idx
+    assert_image_gradient_matches_finite_differences(plan, objective, state0, x, y, clip,
+                                                     [(0, 0, 0, 0), (2, 0, 1, 3), (5, 0, 3, 2), (3, 0, 2, 2)])
 
 
 @pytest.mark.parametrize("segment_steps", [1, 2, 5])
@@ -144,7 +124,7 @@ def test_segment_checkpointing_gives_the_same_gradient(segment_steps):
     recipe = make_recipe(architecture="convnet", arch_options={"width": 4},
                          optimizer={"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3})
     theta0, thetaf, _, _ = trained_pair(recipe)
-    plan, objective, state0 = _objective_setup(recipe, theta0, thetaf, n=10, dtype=torch.float32)
+    plan, objective, state0 = objective_setup(recipe, theta0, thetaf, 10, dtype=torch.float32)
     y = (torch.arange(10) % 10).to(DEV)
     x = torch.randn(10, 3, 8, 8, generator=torch.Generator().manual_seed(2)).to(DEV)
     grads, losses = [], []
@@ -163,17 +143,8 @@ def test_image_gradient_through_attention_matches_finite_differences():
                          batch_size=3, normalize={"mean": [0.5], "std": [0.25]},
                          optimizer={"name": "adamw", "lr": 0.01})
     theta0, thetaf, _, _ = trained_pair(recipe, n=6)
-    plan, objective, state0 = _objective_setup(recipe, theta0, thetaf, n=6)
+    plan, objective, state0 = objective_setup(recipe, theta0, thetaf, 6)
     y = (torch.arange(6) % 10).to(DEV)
     x = torch.randn(6, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(DEV)
-    leaf = x.clone().requires_grad_()
-    objective_and_image_grad(plan, objective, state0, leaf, y, ())
-    eps = 1e-6
-    for idx in [(0, 0, 0, 0), (2, 0, 5, 3), (5, 0, 7, 7)]:
-        values = []
-        for sign in (1, -1):
-            xp = x.clone()
-            xp[idx] += sign * eps
-            values.append(float(objective_and_image_grad(plan, objective, state0, xp.requires_grad_(), y, ()).loss))
-        numeric = (values[0] - values[1]) / (2 * eps)
-        assert abs(numeric - float(leaf.grad[idx])) <= 1e-5 + 1e-4 * abs(numeric), idx
+    assert_image_gradient_matches_finite_differences(plan, objective, state0, x, y, (),
+                                                     [(0, 0, 0, 0), (2, 0, 5, 3), (5, 0, 7, 7)])
