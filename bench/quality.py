@@ -52,13 +52,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # KKT with a larger image lr (Haim's 0.5549 is sized for their network's scale)
     "ntk-cosine-lr0.01": {"image_lr": 0.01, "cosine_after": 0},
     "kkt-lr50": {"image_lr": 50.0},
+    # Adam recipes: the first half of the updates simulate SGD (cheaper; a smoother signal?)
+    "sgd-surrogate-half": {"sgd_surrogate_updates": "{half}"},
 }
 
 
 def variant_settings(name: str, iterations: int) -> dict[str, Any]:
     if name not in VARIANTS:
         raise SimudyError(f"unknown variant {name!r} (known: {', '.join(VARIANTS)})")
-    return {k: (int(v.format(iterations=iterations)) if isinstance(v, str) and "{iterations}" in v else v)
+    return {k: (int(v.format(iterations=iterations, half=iterations // 2)) if isinstance(v, str) else v)
             for k, v in VARIANTS[name].items()}
 
 

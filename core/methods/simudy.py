@@ -21,7 +21,7 @@ from core.job_settings import JobSettings
 from core.methods import register
 from core.methods.base import Cost, IterativeMethod, MethodInputs, MethodResult, balanced_labels, to_cpu
 from core.ranking import rank_images, total_gradient_norms
-from core.recipe import Recipe
+from core.recipe import Optimizer, Recipe
 from core.schema import AdamBetas, UserModel
 from core.parameters import trainable_split
 from core.training_step import ClipRule, TrainState, recipe_clip_rules, set_model_mode
@@ -101,6 +101,11 @@ class SimudyOptions(UserModel):
         "shows a clear rank "
         "(core/input_span.py). auto: wherever that holds (measured, BENCHMARKS.md); on: refuse "
         "a job where it does not; off: images free (the authors' method)")
+    sgd_surrogate_updates: int = Field(
+        0, ge=0, le=100_000_000, description="for a recipe trained with Adam or AdamW: the first k "
+        "image updates simulate the training with SGD instead (the recipe's lr, schedule and weight "
+        "decay, no momentum: cheaper, on MLPs the low-rank engine), then the recipe's optimizer. "
+        "0: the recipe's optimizer throughout; SGD recipes are unaffected")
 
 
 def simulated_steps(recipe: Recipe, settings: Any) -> int:
@@ -155,10 +160,21 @@ class SimuDy(IterativeMethod):
         self.image_lr, t_max = image_schedule(s, recipe)
         self.optimizer = torch.optim.Adam([self.images], lr=self.image_lr, betas=tuple(s.adam_betas))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t_max)
-        self.lowrank = None  # the exact low-rank MLP engine, when it applies
-        if (s.gradient == "exact" and execution.fast_paths
-                and simulation_lowrank.supports(self.plan, self.state0)):
-            self.lowrank = simulation_lowrank.LowRankMLPObjective(self.plan, self.objective, self.state0)
+        self.lowrank = self._lowrank(self.plan)  # the exact low-rank MLP engine, when it applies
+        self.surrogate: SimulationPlan | None = None  # the SGD plan of the first updates, if any
+        if s.sgd_surrogate_updates and recipe.optimizer.name != "sgd":
+            sgd = recipe.model_copy(update={"optimizer": Optimizer(
+                lr=recipe.optimizer.lr, weight_decay=recipe.optimizer.weight_decay)})
+            self.surrogate = SimulationPlan.for_recipe(
+                self.model, sgd, s.num_images, lr=self.simulated_lr, epochs=s.simulated_epochs,
+                batch_size=s.simulated_batch_size, precision=self.precision)
+            self.surrogate_lowrank = self._lowrank(self.surrogate)
+
+    def _lowrank(self, plan: SimulationPlan) -> simulation_lowrank.LowRankMLPObjective | None:
+        if (self.settings.gradient == "exact" and self.execution.fast_paths  # type: ignore[attr-defined]
+                and simulation_lowrank.supports(plan, self.state0)):
+            return simulation_lowrank.LowRankMLPObjective(plan, self.objective, self.state0)
+        return None
 
     def _input_span(self, s: Any, params0: dict, paramsf: dict) -> InputSpan | None:
         if s.input_span == "off":
@@ -210,13 +226,16 @@ class SimuDy(IterativeMethod):
         self.optimizer.zero_grad(set_to_none=True)
         s: Any = self.settings
         clips = self.clips_at(self.iteration)
-        args = (self.plan, self.objective, self.state0, self.images, self.labels, clips)
+        plan, lowrank = self.plan, self.lowrank
+        if self.surrogate is not None and self.iteration < s.sgd_surrogate_updates:
+            plan, lowrank = self.surrogate, self.surrogate_lowrank
+        args = (plan, self.objective, self.state0, self.images, self.labels, clips)
         if s.gradient == "truncated":
             value = truncated_objective_and_image_grad(*args, window=s.truncation_window)
         elif s.gradient == "per_step":
             value = per_step_objective_and_image_grad(*args)
-        elif self.lowrank is not None:
-            value = self.lowrank(self.images, self.labels, clips)
+        elif lowrank is not None:
+            value = lowrank(self.images, self.labels, clips)
         else:
             value = objective_and_image_grad(*args, self.execution.checkpoint_segments)
         if self.span is not None:

@@ -210,3 +210,23 @@ def test_the_ranking_steps_with_adam():
     end = run_steps(plan, leaf_state(state0), x.to(DEV), y.to(DEV), range(plan.num_steps), (), False)
     for name, value in end.params.items():
         torch.testing.assert_close(value.detach().cpu(), thetaf[name], rtol=1e-5, atol=1e-6)
+
+
+def test_an_sgd_surrogate_runs_the_first_updates_then_the_recipes_optimizer():
+    """sgd_surrogate_updates = 2 on an AdamW recipe: updates 1-2 are those of the same recipe
+    declared as SGD (same lr and weight decay), update 3 on is the exact AdamW objective."""
+    recipe = make_recipe(optimizer={"name": "adamw", "lr": 0.01, "weight_decay": 0.05})
+    as_sgd = make_recipe(optimizer={"name": "sgd", "lr": 0.01, "weight_decay": 0.05})
+    theta0, thetaf, _, _ = trained_pair(recipe)
+    mixed = make_simudy(recipe, theta0, thetaf, iterations=4, sgd_surrogate_updates=2)
+    plain = make_simudy(as_sgd, theta0, thetaf, iterations=4)
+    assert mixed.surrogate_lowrank is not None and mixed.lowrank is None
+    for _ in range(2):
+        assert torch.equal(mixed.step(), plain.step())
+        mixed.iteration += 1
+        plain.iteration += 1
+    images = mixed.images.detach().clone().requires_grad_()
+    exact = objective_and_image_grad(mixed.plan, mixed.objective, mixed.state0, images, mixed.labels,
+                                     mixed.clips_at(2))
+    assert torch.equal(mixed.step()[0], exact.loss) and not torch.equal(exact.loss, plain.step()[0])
+    assert make_simudy(as_sgd, theta0, thetaf, sgd_surrogate_updates=2).surrogate is None
