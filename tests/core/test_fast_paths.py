@@ -20,8 +20,7 @@ from core.simulation_approx import per_step_objective_and_image_grad, truncated_
 from core.methods.simudy import image_schedule
 from core.state_io import state_from_bytes, state_to_bytes
 
-from .conftest import TEST_DEVICE, make_recipe, make_simudy, simudy_settings, trained_pair
-from .test_simulation import _objective_setup
+from .conftest import TEST_DEVICE, make_recipe, make_simudy, objective_setup, simudy_settings, trained_pair
 
 DEV = TEST_DEVICE
 MLP_CASES = {
@@ -56,7 +55,7 @@ def _grad(fn, x, *args, **kw):
 def test_low_rank_mlp_equals_generic_engine(case, clip, dtype, tol):
     recipe = make_recipe(**MLP_CASES[case])
     theta0, thetaf, _, _ = trained_pair(recipe)
-    plan, objective, state0 = _objective_setup(recipe, theta0, thetaf, n=10, dtype=dtype)
+    plan, objective, state0 = objective_setup(recipe, theta0, thetaf, 10, dtype=dtype)
     clips = tuple(recipe.clip_grad_norm and [ClipRule(recipe.clip_grad_norm, recipe.clip_grad_norm)] or ()) \
         + CLIPS[clip]
     y = (torch.arange(10) % recipe.num_classes).to(DEV)
@@ -150,7 +149,7 @@ def test_clip_skip_is_bit_exact(threshold):
 def _conv_setup():
     recipe = make_recipe(architecture="convnet", arch_options={"width": 4}, epochs=2)
     theta0, thetaf, _, _ = trained_pair(recipe)
-    plan, objective, state0 = _objective_setup(recipe, theta0, thetaf, n=10, dtype=torch.float64)
+    plan, objective, state0 = objective_setup(recipe, theta0, thetaf, 10, dtype=torch.float64)
     y = (torch.arange(10) % 10).to(DEV)
     x = torch.randn(10, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(DEV)
     return plan, objective, state0, x, y
