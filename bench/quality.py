@@ -52,8 +52,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # KKT with a larger image lr (Haim's 0.5549 is sized for their network's scale)
     "ntk-cosine-lr0.01": {"image_lr": 0.01, "cosine_after": 0},
     "kkt-lr50": {"image_lr": 50.0},
-    # Adam recipes: the first half of the updates simulate SGD (cheaper; a smoother signal?)
+    # Adam recipes: the first half of the updates, or all of them, simulate SGD at the recipe's
+    # lr and weight decay (cheaper; a smoother signal?)
     "sgd-surrogate-half": {"sgd_surrogate_updates": "{half}"},
+    "sgd-surrogate-all": {"sgd_surrogate_updates": "{iterations}"},
 }
 
 
