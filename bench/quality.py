@@ -62,8 +62,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def variant_settings(name: str, iterations: int) -> dict[str, Any]:
     if name not in VARIANTS:
         raise SimudyError(f"unknown variant {name!r} (known: {', '.join(VARIANTS)})")
-    return {k: (int(v.format(iterations=iterations, half=iterations // 2)) if isinstance(v, str) else v)
-            for k, v in VARIANTS[name].items()}
+    return {k: (int(v.format(iterations=iterations, half=iterations // 2)) if isinstance(v, str) and "{" in v
+                else v) for k, v in VARIANTS[name].items()}
 
 
 def run_quality(args, device: torch.device) -> Path:

@@ -70,3 +70,4 @@ def test_quality_variants_resolve_the_budget():
     with pytest.raises(SimudyError):
         variant_settings("nope", 600)
     assert variant_settings("lr0.03-one-cosine-truncated5", 200)["gradient"] == "truncated"
+    assert variant_settings("sgd-surrogate-half", 600) == {"sgd_surrogate_updates": 300}
