@@ -149,3 +149,20 @@ def test_the_ranking_reads_the_frozen_parameters_from_the_state():
             p.zero_()
     torch.testing.assert_close(total_gradient_norms(plan, state0, x, y), reference)
     assert (reference > 0).all()
+
+
+@pytest.mark.parametrize("method", ["kkt", "ntk"])
+def test_the_baselines_run_on_a_recipe_with_frozen_layers(method):
+    """They fit the trained parameters only: the frozen first layer is a constant of the model."""
+    from core.methods import get_method, parse_settings
+    from core.methods.base import MethodInputs
+
+    from .conftest import EXECUTION
+
+    recipe = make_recipe(frozen=["layers.0"])
+    theta0, thetaf, _, _ = trained_pair(recipe)
+    run = get_method(method)(MethodInputs(recipe, thetaf, theta0),
+                             parse_settings({"method": method, "num_images": 4, "iterations": 3}), EXECUTION)
+    run.run()
+    assert run.result().images.shape == (8, 3, 8, 8)  # 2N candidates
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in run.progress().metrics.values())
