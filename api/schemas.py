@@ -19,6 +19,7 @@ from core.job_settings import JobSettings
 from core.methods import method_names, parse_settings, settings_model
 from core.recipe import Recipe
 from service.crud.audit import AuditAction
+from service.db.models import ID_PATTERN
 from service.lifecycle import JobStatus, Phase
 
 RECIPE_EXAMPLE = {"architecture": "mlp", "arch_options": {"hidden": [256]}, "num_classes": 10,
@@ -26,7 +27,6 @@ RECIPE_EXAMPLE = {"architecture": "mlp", "arch_options": {"hidden": [256]}, "num
                   "epochs": 2, "batch_size": 4}
 SETTINGS_EXAMPLE = {"method": "simudy", "num_images": 8, "iterations": 200, "image_lr": 0.01,
                     "seed": 0, "progress_every": 10}
-ID_PATTERN = "^[0-9a-f]{32}$"  # every id of ours (``service.db.models.new_id``)
 
 
 class _JobSettingsType:

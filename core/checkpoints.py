@@ -36,7 +36,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from core.architectures import expected_manifest, model_for_recipe
+from core.architectures import model_for_recipe
 from core.errors import CheckpointError
 from core.recipe import Recipe
 from core.parameters import check_frozen, trainable_split
@@ -334,8 +334,9 @@ def check_manifest(recipe: Recipe, tensors: dict[str, tuple[list[int], str]], na
     """The checkpoint's keys, shapes and dtypes fit the recipe's architecture (built on the
     meta device: no memory, no tensor data)."""
     with torch.device("meta"):
-        check_frozen(model_for_recipe(recipe), recipe)
-    expected = expected_manifest(recipe)
+        model = model_for_recipe(recipe)
+    check_frozen(model, recipe)
+    expected = manifest_of(model.state_dict())
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
     if missing:

@@ -3,8 +3,8 @@
 ``build_model(name, options, num_classes, image_shape)`` returns an ``nn.Module`` whose
 ``state_dict()`` layout is documented in each module. ``torchvision/<name>`` is resolved
 dynamically for any torchvision classification model. ``model_for_recipe`` builds the model a
-recipe names; ``expected_manifest`` builds it on the ``meta`` device (no memory, no
-initialisation work) to learn the key/shape/dtype layout a checkpoint must have.
+recipe names (on the ``meta`` device, no memory and no initialisation work, it gives the
+key/shape/dtype layout a checkpoint must have: ``core.checkpoints.check_manifest``).
 """
 
 from __future__ import annotations
@@ -46,13 +46,6 @@ def build_model(name: str, options: dict[str, Any] | None, num_classes: int,
 def model_for_recipe(recipe: "Recipe") -> nn.Module:
     return build_model(recipe.architecture, recipe.arch_options, recipe.num_outputs,
                        tuple(recipe.image_shape))
-
-
-def expected_manifest(recipe: "Recipe") -> dict[str, tuple[list[int], str]]:
-    """``{key: (shape, dtype)}`` of the recipe's model state dict, built on the meta device."""
-    with torch.device("meta"):
-        model = model_for_recipe(recipe)
-    return {k: (list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()}
 
 
 def parameter_count(recipe: "Recipe") -> int:

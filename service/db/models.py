@@ -3,6 +3,7 @@ points, artifacts, lr candidates) go with it (ON DELETE CASCADE)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -24,10 +25,13 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+ID_PATTERN = "^[0-9a-f]{32}$"  # every id of ours (``new_id``), for validators that take a pattern
+
+
 def is_id(value: str) -> bool:
-    """Whether ``value`` can be an id of ours (32 lowercase hex digits): anything else is not
-    found without asking the database (and never reaches it: a NUL byte would make it fail)."""
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+    """Whether ``value`` can be an id of ours (``ID_PATTERN``): anything else is not found
+    without asking the database (and never reaches it: a NUL byte would make it fail)."""
+    return re.fullmatch(ID_PATTERN, value) is not None
 
 
 class UTCDateTime(TypeDecorator):

@@ -13,7 +13,7 @@ from core.lr_schedule import step_learning_rates
 from core.recipe import parse_recipe
 from core.train import train
 
-from .conftest import make_recipe, make_simudy, trained_pair
+from .conftest import make_recipe, make_simudy, torch_optimizer, trained_pair
 
 SCHEDULES = {
     "step": {"name": "step", "step_size": 2, "gamma": 0.5},
@@ -87,8 +87,7 @@ def test_training_follows_torchs_optimizer_and_scheduler(schedule):
     x, y = torch.randn(10, *recipe.image_shape), torch.arange(10) % 10
     thetaf = train(model_for_recipe(recipe), theta0, x, y, recipe)
 
-    o = recipe.optimizer
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    optimizer = torch_optimizer(recipe, model.parameters())
     per_step = SCHEDULES[schedule].get("interval") == "step"
     sched = _torch_scheduler(optimizer, SCHEDULES[schedule], recipe.epochs * (3 if per_step else 1))
     for _ in range(recipe.epochs):

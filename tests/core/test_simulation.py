@@ -13,7 +13,7 @@ from core.training_step import (ClipRule, OptimizerConfig, TrainState, batch_sli
                                 set_model_mode, training_step)
 
 from .conftest import (TEST_DEVICE, assert_image_gradient_matches_finite_differences, make_recipe,
-                       objective_setup, trained_pair)
+                       objective_setup, torch_optimizer, trained_pair)
 
 DEV = TEST_DEVICE
 TINY_VIT = {"patch": 4, "dim": 16, "depth": 2, "heads": 2, "mlp_ratio": 2}
@@ -79,9 +79,7 @@ def test_training_steps_equal_torch_optim_sgd(case):
     theta0, _, x, y = trained_pair(recipe)
     model = set_model_mode(model_for_recipe(recipe), recipe)
     model.load_state_dict(theta0)
-    o = recipe.optimizer
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                                weight_decay=o.weight_decay, nesterov=o.nesterov)
+    optimizer = torch_optimizer(recipe, model.parameters())
     params, buffers = split_state_dict(model, {k: v.clone() for k, v in theta0.items()})
     state = TrainState(params, {}, buffers)
     clips = recipe_clip_rules(recipe)
